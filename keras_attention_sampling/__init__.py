@@ -1,0 +1,34 @@
+"""Keras 3 attention sampling: classify megapixel images from a few patches.
+
+An attention network reads a downscaled view and gives a 2-D distribution;
+patches are sampled from the full-resolution image where it is high; a
+feature network turns each patch into unit-norm logits; their
+attention-weighted average is the prediction. The attention network is
+trained by entropy-regularised REINFORCE, the rest by cross-entropy.
+"""
+
+from keras_attention_sampling import policy_gradient
+from keras_attention_sampling import sampling
+from keras_attention_sampling.layers import AttentionMap
+from keras_attention_sampling.layers import NormalizedFeature
+from keras_attention_sampling.layers import PatchSampler
+from keras_attention_sampling.layers import RewardBaseline
+from keras_attention_sampling.layers import WeightedLogitPool
+from keras_attention_sampling.models import AttentionSamplingModel
+from keras_attention_sampling.models import PolicyGradientMixin
+from keras_attention_sampling.models import PolicyGradientModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttentionMap",
+    "AttentionSamplingModel",
+    "NormalizedFeature",
+    "PatchSampler",
+    "PolicyGradientMixin",
+    "PolicyGradientModel",
+    "RewardBaseline",
+    "WeightedLogitPool",
+    "policy_gradient",
+    "sampling",
+]

@@ -1,0 +1,5 @@
+from keras_attention_sampling.layers.attention_map import AttentionMap
+from keras_attention_sampling.layers.normalized_feature import NormalizedFeature
+from keras_attention_sampling.layers.patch_sampler import PatchSampler
+from keras_attention_sampling.layers.weighted_logit_pool import WeightedLogitPool
+from keras_attention_sampling.layers.reward_baseline import RewardBaseline

@@ -1,0 +1,115 @@
+import keras
+from keras import ops
+
+
+def seed_backbone(filters=16, convolutions=4, activation="leaky_relu", dtype=None):
+    """The seed's per-patch backbone: 4 x Conv2D 3x3 (16) + GlobalMaxPooling2D."""
+    layers = [
+        keras.layers.Conv2D(
+            filters, 3, padding="same", activation=activation, dtype=dtype
+        )
+        for _ in range(convolutions)
+    ]
+    layers.append(keras.layers.GlobalMaxPooling2D(dtype=dtype))
+    return keras.Sequential(layers, name="patch_backbone")
+
+
+@keras.saving.register_keras_serializable(package="keras_attention_sampling")
+class NormalizedFeature(keras.layers.Layer):
+    """Feature network: one unit-norm logit vector per patch.
+
+    Every patch goes through the same backbone (the `N` patches are folded
+    into the batch), then a Dense layer to `units`, then L2 normalisation. Unit
+    norm makes the patches comparable: how much each one counts in the pooled
+    prediction is decided by the attention, not by the size of its logits.
+
+    Args:
+        units: size of each output vector, usually the number of classes.
+        backbone: any Keras layer or model mapping `(B * N, p, p, C)` patches to
+            `(B * N, d)` features (for example a `keras.applications` model with
+            `include_top=False, pooling="max", weights=None`). Defaults to the
+            seed's 4 x Conv2D 3x3 (16 filters, leaky ReLU) + GlobalMaxPooling2D.
+        epsilon: added under the square root of the norm, so an all-zero vector
+            stays finite.
+        **kwargs: base layer arguments.
+
+    Call arguments:
+        - **inputs**: patches `(B, N, p, p, C)`.
+        - **training**: Python bool, passed to the backbone.
+
+    Returns:
+        `(B, N, units)` vectors of unit L2 norm (float32).
+
+    Examples:
+        >>> import numpy as np
+        >>> layer = NormalizedFeature(3)
+        >>> features = layer(np.random.rand(2, 5, 16, 16, 3).astype("float32"))
+        >>> tuple(features.shape)
+        (2, 5, 3)
+        >>> bool(np.allclose(np.linalg.norm(features, axis=-1), 1.0, atol=1e-5))
+        True
+    """
+
+    def __init__(self, units, backbone=None, epsilon=1e-12, **kwargs):
+        super().__init__(**kwargs)
+        if int(units) <= 0:
+            raise ValueError(f"NormalizedFeature: units must be positive, got {units}.")
+        self.units = int(units)
+        self.backbone = backbone
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        if len(input_shape) != 5:
+            raise ValueError(
+                f"NormalizedFeature '{self.name}' expects patches of rank 5 "
+                f"(B, N, p, p, C), got shape {tuple(input_shape)}."
+            )
+        if self.backbone is None:
+            self.backbone = seed_backbone(dtype=self.dtype_policy)
+        folded = (None,) + tuple(input_shape[2:])
+        self.backbone.build(folded)
+        feature_shape = self.backbone.compute_output_shape(folded)
+        if len(feature_shape) != 2:
+            raise ValueError(
+                f"NormalizedFeature '{self.name}': the backbone must return "
+                f"(batch, features), it returns shape {tuple(feature_shape)}. "
+                "Add a global pooling layer at its end."
+            )
+        self.dense = keras.layers.Dense(
+            self.units, dtype=self.dtype_policy, name="logits"
+        )
+        self.dense.build(feature_shape)
+
+    def call(self, inputs, training=None):
+        shape = ops.shape(inputs)
+        folded = ops.reshape(inputs, (-1,) + tuple(inputs.shape[2:]))
+        features = self.dense(self.backbone(folded, training=training))
+        features = ops.cast(features, "float32")
+        norm = ops.sqrt(ops.sum(ops.square(features), axis=-1, keepdims=True) + self.epsilon)
+        return ops.reshape(features / norm, (shape[0], shape[1], self.units))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], self.units)
+
+    def compute_output_spec(self, inputs, training=None):
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape), "float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "epsilon": self.epsilon,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("backbone") is not None:
+            config["backbone"] = keras.saving.deserialize_keras_object(
+                config["backbone"]
+            )
+        return cls(**config)

@@ -1,0 +1,84 @@
+import keras
+from keras import ops
+
+from keras_attention_sampling.policy_gradient import BASELINES
+
+
+@keras.saving.register_keras_serializable(package="keras_attention_sampling")
+class RewardBaseline(keras.layers.Layer):
+    """The baseline subtracted from the rewards of a batch.
+
+    A baseline lowers the variance of the REINFORCE estimate without biasing
+    it, as long as it does not depend on the draw it is subtracted from.
+
+    Args:
+        mode: `"mean"`, the batch's mean reward (the seed's choice);
+            `"moving_average"`, a bias-corrected exponential moving average of
+            past batch means; or `"none"`.
+        momentum: decay of the moving average.
+        **kwargs: base layer arguments.
+
+    Call arguments:
+        - **rewards**: float32 `(B,)`.
+        - **training**: update the moving average (only in training).
+
+    Returns:
+        float32 scalar baseline.
+
+    Examples:
+        >>> import numpy as np
+        >>> float(RewardBaseline("mean")(np.array([0.2, 0.4], "float32")))
+        0.3...
+    """
+
+    def __init__(self, mode="mean", momentum=0.9, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in BASELINES:
+            raise ValueError(
+                f"RewardBaseline: mode must be one of {BASELINES}, got {mode!r}."
+            )
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(
+                f"RewardBaseline: momentum must be in [0, 1), got {momentum}."
+            )
+        self.mode = mode
+        self.momentum = momentum
+        self.moving_reward = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="moving_reward",
+            dtype="float32",
+        )
+        self.updates = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="updates",
+            dtype="float32",
+        )
+
+    def call(self, rewards, training=None):
+        rewards = ops.cast(rewards, "float32")
+        batch_mean = ops.mean(rewards)
+        if self.mode == "none":
+            return ops.zeros((), "float32")
+        if self.mode == "mean":
+            return batch_mean
+        # Adam-style bias correction: an average started at 0 would otherwise
+        # under-estimate the reward for the first ~1 / (1 - momentum) steps.
+        correction = 1.0 - ops.power(self.momentum, self.updates)
+        baseline = ops.where(
+            self.updates > 0,
+            self.moving_reward / ops.maximum(correction, 1e-12),
+            batch_mean,
+        )
+        if training:
+            self.moving_reward.assign(
+                self.momentum * self.moving_reward
+                + (1.0 - self.momentum) * ops.stop_gradient(batch_mean)
+            )
+            self.updates.assign(self.updates + 1.0)
+        return ops.stop_gradient(baseline)
+
+    def compute_output_shape(self, input_shape):
+        return ()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mode": self.mode, "momentum": self.momentum})
+        return config

@@ -1,0 +1,101 @@
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_attention_sampling")
+class WeightedLogitPool(keras.layers.Layer):
+    """Attention-weighted average of per-patch logits, then an activation.
+
+    Computes `activation(T * sum_n a_n f_n / sum_n a_n)` where `a_n` is the
+    attention of the n-th sampled patch and `f_n` its (unit-norm) logits. As in
+    the seed, the attention enters as a constant by default: the attention
+    network is trained by the policy gradient, and letting the classification
+    loss push on the weights as well would reward it for re-weighting the
+    patches it already drew rather than for drawing better ones.
+
+    Args:
+        temperature: the scale `T` of the pooled unit-norm logits. Unit-norm
+            vectors give logits in `[-1, 1]`; `T` sets how confident the
+            prediction can get (the seed uses 3).
+        activation: applied to the scaled logits; `"softmax"` by default, or
+            `None` to return logits for `from_logits=True` losses.
+        attention_gradient: let the gradient flow into the attention weights.
+        **kwargs: base layer arguments.
+
+    Call arguments:
+        - **inputs**: list `[features, attention]`: features `(B, N, U)` and
+          the sampled attention `(B, N)`.
+
+    Returns:
+        float32 `(B, U)` predictions.
+
+    Examples:
+        >>> import numpy as np
+        >>> pool = WeightedLogitPool(temperature=3.0)
+        >>> features = np.eye(3, dtype="float32")[None]  # 3 patches, 3 classes
+        >>> probs = pool([features, np.array([[0.7, 0.2, 0.1]], "float32")])
+        >>> int(np.argmax(probs[0]))
+        0
+    """
+
+    def __init__(self, temperature=1.0, activation="softmax", attention_gradient=False, **kwargs):
+        super().__init__(**kwargs)
+        if temperature <= 0:
+            raise ValueError(
+                f"WeightedLogitPool: temperature must be positive, got {temperature}."
+            )
+        self.temperature = temperature
+        self.activation = keras.activations.get(activation)
+        self.attention_gradient = attention_gradient
+
+    def build(self, input_shape):
+        self._check_shapes(*input_shape)
+
+    def _check_shapes(self, feature_shape, attention_shape):
+        name = f"WeightedLogitPool '{self.name}'"
+        if len(feature_shape) != 3 or len(attention_shape) != 2:
+            raise ValueError(
+                f"{name} expects features (B, N, U) and attention (B, N), got "
+                f"shapes {tuple(feature_shape)} and {tuple(attention_shape)}."
+            )
+        for axis, label in ((0, "batch"), (1, "number of patches")):
+            f, a = feature_shape[axis], attention_shape[axis]
+            if f is not None and a is not None and f != a:
+                raise ValueError(
+                    f"{name}: the features' {label} ({f}) differs from the "
+                    f"attention's ({a}); shapes {tuple(feature_shape)} and "
+                    f"{tuple(attention_shape)}."
+                )
+
+    def call(self, inputs):
+        features, attention = inputs
+        self._check_shapes(features.shape, attention.shape)
+        features = ops.cast(features, "float32")
+        attention = ops.cast(attention, "float32")
+        if not self.attention_gradient:
+            attention = ops.stop_gradient(attention)
+        weights = attention / ops.maximum(
+            ops.sum(attention, axis=1, keepdims=True), 1e-30
+        )
+        pooled = ops.sum(weights[..., None] * features, axis=1)
+        return self.activation(self.temperature * pooled)
+
+    def compute_output_shape(self, input_shape):
+        feature_shape, _ = input_shape
+        return (feature_shape[0], feature_shape[2])
+
+    def compute_output_spec(self, inputs):
+        features, attention = inputs
+        self._check_shapes(features.shape, attention.shape)
+        return keras.KerasTensor((features.shape[0], features.shape[2]), "float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "temperature": self.temperature,
+                "activation": keras.activations.serialize(self.activation),
+                "attention_gradient": self.attention_gradient,
+            }
+        )
+        return config

@@ -1,0 +1,196 @@
+"""Where to look: the maths of sampling patches from an attention map.
+
+Pure functions in `keras.ops` that the layers call. An attention map is a
+distribution over the cells of a `(h, w)` grid laid over a `(H, W)` image;
+cell `(i, j)` is the patch centred at `((i + 0.5) * H / h, (j + 0.5) * W / w)`.
+Everything here works on flat cell indices `i * w + j`.
+"""
+
+from keras import ops
+from keras import random
+
+# The smallest normal float32. Clamping at it keeps `log` finite and its
+# gradient zero (not NaN) where a probability has underflowed to 0.
+_TINY = 1.1754944e-38
+
+
+def log_softmax_2d(logits):
+    """Log-probabilities of a softmax taken jointly over both spatial axes.
+
+    Computed in float32 with the max subtracted first, so it is exact and
+    finite even where the probability itself underflows to zero.
+
+    Args:
+        logits: tensor `(B, h, w)`.
+
+    Returns:
+        float32 tensor `(B, h, w)` whose `exp` sums to 1 over `(h, w)`.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> log_p = log_softmax_2d(np.array([[[0.0, 200.0]]]))
+        >>> [round(float(v), 3) for v in ops.convert_to_numpy(log_p)[0, 0]]
+        [-200.0, 0.0]
+    """
+    logits = ops.cast(logits, "float32")
+    batch, height, width = ops.shape(logits)
+    flat = ops.reshape(logits, (batch, height * width))
+    flat = flat - ops.stop_gradient(ops.max(flat, axis=-1, keepdims=True))
+    log_norm = ops.log(ops.sum(ops.exp(flat), axis=-1, keepdims=True))
+    return ops.reshape(flat - log_norm, (batch, height, width))
+
+
+def safe_log(probabilities):
+    """`log(p)` that stays finite, with a zero gradient where `p` is 0.
+
+    Use it only for probabilities from an unknown source; prefer exact
+    log-probabilities such as those of `log_softmax_2d`.
+    """
+    probabilities = ops.cast(probabilities, "float32")
+    return ops.log(ops.maximum(probabilities, _TINY))
+
+
+def sample_cells(log_probs, n_patches, replace=True, seed=None):
+    """Draws `n_patches` cells per image from a flattened attention map.
+
+    With replacement the draws are independent categorical samples. Without
+    replacement it uses the Gumbel-top-k trick: perturbing every log-probability
+    with Gumbel noise and keeping the k largest gives the cells in the order of
+    sequential sampling without replacement.
+
+    Args:
+        log_probs: float32 `(B, K)` log-probabilities over the K cells.
+        n_patches: number of cells to draw per image.
+        replace: sample with replacement (categorical) or without
+            (Gumbel-top-k).
+        seed: a `keras.random.SeedGenerator` (or integer seed).
+
+    Returns:
+        int32 `(B, n_patches)` flat cell indices, in draw order.
+    """
+    if replace:
+        cells = random.categorical(log_probs, n_patches, seed=seed)
+        return ops.cast(cells, "int32")
+    uniform = random.uniform(
+        ops.shape(log_probs), minval=_TINY, maxval=1.0, seed=seed
+    )
+    gumbel = -ops.log(-ops.log(uniform))
+    return top_cells(log_probs + gumbel, n_patches)
+
+
+def top_cells(scores, n_patches):
+    """The `n_patches` highest-scoring cells per image, best first."""
+    _, cells = ops.top_k(scores, n_patches, sorted=True)
+    return ops.cast(cells, "int32")
+
+
+def draw_log_prob(log_probs, cells, replace=True):
+    """Log-probability of each drawn cell, given the draws before it.
+
+    With replacement every draw has probability `a_n`. Without replacement
+    the n-th draw is taken from what is left, so its probability is
+    `a_n / (1 - sum_{m<n} a_m)`; summing over n gives the log-probability of
+    the ordered set, which is what REINFORCE needs for Gumbel-top-k samples.
+
+    Args:
+        log_probs: float32 `(B, K)` log-probabilities.
+        cells: int `(B, N)` cells in draw order.
+        replace: whether the cells were drawn with replacement.
+
+    Returns:
+        float32 `(B, N)` per-draw log-probabilities.
+    """
+    sampled = ops.take_along_axis(log_probs, ops.cast(cells, "int32"), axis=1)
+    if replace:
+        return sampled
+    mass_before = ops.cumsum(ops.exp(sampled), axis=1) - ops.exp(sampled)
+    # Clamp keeps the last draws finite when float rounding makes the used
+    # mass reach 1; those draws then carry a (correct) log-probability near 0.
+    remaining = ops.maximum(1.0 - mass_before, _TINY)
+    return sampled - ops.log(remaining)
+
+
+def cells_to_centres(cells, map_shape, image_shape):
+    """Full-resolution `(y, x)` centre of each flat cell index.
+
+    Args:
+        cells: int `(B, N)` flat indices into an `(h, w)` map.
+        map_shape: `(h, w)`.
+        image_shape: `(H, W)`.
+
+    Returns:
+        float32 `(B, N, 2)` pixel coordinates `((i + 0.5) H / h, (j + 0.5) W / w)`.
+    """
+    map_h, map_w = map_shape
+    image_h, image_w = image_shape
+    rows = ops.cast(cells // map_w, "float32")
+    cols = ops.cast(cells % map_w, "float32")
+    y = (rows + 0.5) * (image_h / map_h)
+    x = (cols + 0.5) * (image_w / map_w)
+    return ops.stack([y, x], axis=-1)
+
+
+def centres_to_cells(positions, map_shape, image_shape):
+    """Inverse of `cells_to_centres`: the flat cell each centre lies in."""
+    map_h, map_w = map_shape
+    image_h, image_w = image_shape
+    positions = ops.cast(positions, "float32")
+    rows = ops.floor(positions[..., 0] * (map_h / image_h))
+    cols = ops.floor(positions[..., 1] * (map_w / image_w))
+    rows = ops.clip(ops.cast(rows, "int32"), 0, map_h - 1)
+    cols = ops.clip(ops.cast(cols, "int32"), 0, map_w - 1)
+    return rows * map_w + cols
+
+
+def _reflect(index, size):
+    # Mirror without repeating the edge pixel, as `numpy.pad(mode="reflect")`.
+    index = ops.abs(index)
+    return (size - 1) - ops.abs((size - 1) - index)
+
+
+def gather_patches(images, positions, patch_size, padding="reflect", fill_value=0):
+    """Cuts square patches centred at `positions` out of full-resolution images.
+
+    Only the `B * N * p * p` pixels needed are gathered, so the cost does not
+    grow with the image size. A patch centred at `(y, x)` covers rows
+    `floor(y) - p // 2` to `floor(y) - p // 2 + p - 1` (and likewise columns).
+    Pixels outside the image are mirrored back in (`"reflect"`, no edge
+    repeat) or replaced by `fill_value` (`"constant"`).
+
+    Args:
+        images: `(B, H, W, C)` tensor of any dtype; it is not copied or cast.
+        positions: `(B, N, 2)` patch centres in pixels, `(y, x)`.
+        patch_size: side `p` of the square patches.
+        padding: `"reflect"` or `"constant"`.
+        fill_value: the value of out-of-image pixels with `"constant"`.
+
+    Returns:
+        `(B, N, p, p, C)` tensor with the dtype of `images`.
+    """
+    batch, height, width, channels = ops.shape(images)
+    n_patches = ops.shape(positions)[1]
+    offsets = ops.arange(patch_size, dtype="int32") - patch_size // 2
+    corner = ops.cast(ops.floor(positions), "int32")
+    # (B, N, p) rows and columns of every pixel of every patch.
+    rows = corner[..., 0:1] + offsets
+    cols = corner[..., 1:2] + offsets
+    inside = None
+    if padding == "reflect":
+        rows = _reflect(rows, height)
+        cols = _reflect(cols, width)
+    else:
+        inside_rows = ops.logical_and(rows >= 0, rows < height)
+        inside_cols = ops.logical_and(cols >= 0, cols < width)
+        inside = ops.logical_and(inside_rows[..., :, None], inside_cols[..., None, :])
+        rows = ops.clip(rows, 0, height - 1)
+        cols = ops.clip(cols, 0, width - 1)
+    image_offset = ops.arange(batch, dtype="int32")[:, None, None, None] * (height * width)
+    flat_index = image_offset + rows[..., :, None] * width + cols[..., None, :]
+    pixels = ops.reshape(images, (-1, channels))
+    patches = ops.take(pixels, ops.reshape(flat_index, (-1,)), axis=0)
+    patches = ops.reshape(patches, (batch, n_patches, patch_size, patch_size, channels))
+    if inside is not None:
+        fill = ops.cast(fill_value, patches.dtype)
+        patches = ops.where(inside[..., None], patches, fill)
+    return patches

@@ -1,0 +1,61 @@
+import jax
+import keras
+
+
+def _current_values(scope, variables, values):
+    # Variables the step did not assign keep the values they came in with.
+    updated = []
+    for variable, value in zip(variables, values):
+        new_value = scope.get_current_value(variable)
+        updated.append(value if new_value is None else new_value)
+    return updated
+
+
+def _stateless_policy_step(model, trainable, non_trainable, metrics, data, training):
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    mapping = (
+        list(zip(model.trainable_variables, trainable))
+        + list(zip(model.non_trainable_variables, non_trainable))
+        + list(zip(model.metrics_variables, metrics))
+    )
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        loss = model.policy_step(x, y, sample_weight, training=training)
+    non_trainable = _current_values(scope, model.non_trainable_variables, non_trainable)
+    metrics = _current_values(scope, model.metrics_variables, metrics)
+    return loss, (non_trainable, metrics)
+
+
+def _logs(model, metrics):
+    mapping = list(zip(model.metrics_variables, metrics))
+    with keras.StatelessScope(state_mapping=mapping):
+        return model.get_metrics_result()
+
+
+def train_step(model, state, data):
+    trainable, non_trainable, optimizer_variables, metrics = state
+
+    def loss_fn(trainable, non_trainable, metrics):
+        loss, aux = _stateless_policy_step(
+            model, trainable, non_trainable, metrics, data, training=True
+        )
+        mapping = list(zip(model.optimizer.variables, optimizer_variables))
+        with keras.StatelessScope(state_mapping=mapping):
+            loss = model.optimizer.scale_loss(loss)
+        return loss, aux
+
+    (_, (non_trainable, metrics)), gradients = jax.value_and_grad(
+        loss_fn, has_aux=True
+    )(trainable, non_trainable, metrics)
+    trainable, optimizer_variables = model.optimizer.stateless_apply(
+        optimizer_variables, gradients, trainable
+    )
+    state = (trainable, non_trainable, optimizer_variables, metrics)
+    return _logs(model, metrics), state
+
+
+def test_step(model, state, data):
+    trainable, non_trainable, metrics = state
+    _, (non_trainable, metrics) = _stateless_policy_step(
+        model, trainable, non_trainable, metrics, data, training=False
+    )
+    return _logs(model, metrics), (trainable, non_trainable, metrics)
