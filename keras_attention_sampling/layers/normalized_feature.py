@@ -64,11 +64,13 @@ class NormalizedFeature(keras.layers.Layer):
                 f"NormalizedFeature '{self.name}' expects patches of rank 5 "
                 f"(B, N, p, p, C), got shape {tuple(input_shape)}."
             )
-        if self.backbone is None:
-            self.backbone = seed_backbone(dtype=self.dtype_policy)
+        # The default backbone gets its own attribute so that the config
+        # still says `backbone=None` and rebuilds the default on load.
+        self.patch_backbone = self.backbone or seed_backbone(dtype=self.dtype_policy)
         folded = (None,) + tuple(input_shape[2:])
-        self.backbone.build(folded)
-        feature_shape = self.backbone.compute_output_shape(folded)
+        if not self.patch_backbone.built:
+            self.patch_backbone.build(folded)
+        feature_shape = self.patch_backbone.compute_output_shape(folded)
         if len(feature_shape) != 2:
             raise ValueError(
                 f"NormalizedFeature '{self.name}': the backbone must return "
@@ -83,7 +85,7 @@ class NormalizedFeature(keras.layers.Layer):
     def call(self, inputs, training=None):
         shape = ops.shape(inputs)
         folded = ops.reshape(inputs, (-1,) + tuple(inputs.shape[2:]))
-        features = self.dense(self.backbone(folded, training=training))
+        features = self.dense(self.patch_backbone(folded, training=training))
         features = ops.cast(features, "float32")
         norm = ops.sqrt(ops.sum(ops.square(features), axis=-1, keepdims=True) + self.epsilon)
         return ops.reshape(features / norm, (shape[0], shape[1], self.units))

@@ -57,6 +57,7 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         - **images**: `(B, H, W, C)` full-resolution images, any numeric
           dtype.
         - **training**: Python bool.
+        - **return_details**: return the dict of `policy_forward` instead.
 
     Returns:
         float32 `(B, num_classes)` class probabilities.
@@ -191,12 +192,19 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
     def policy_forward(self, images, training=False):
         """Runs the whole pipeline and returns every intermediate result.
 
+        Goes through `__call__`, so the model is built (and records its build
+        config for saving) the first time, whichever of `fit` or `predict`
+        comes first.
+
         Returns:
             Dict with `y_pred` `(B, classes)`, `log_attention` `(B, h, w)`,
             `cells` `(B, N)` flat sampled cells, `positions` `(B, N, 2)`,
             `sampled_attention` `(B, N)`, `patches` `(B, N, p, p, C)` and
             `patch_logits` `(B, N, classes)` (the unit-norm feature vectors).
         """
+        return self(images, training=training, return_details=True)
+
+    def call(self, images, training=None, return_details=False):
         low = self.low_resolution(images)
         if isinstance(self.attention_network, AttentionMap):
             log_attention = self.attention_network(
@@ -214,6 +222,8 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             patches = patches * ops.cast(self.rescale, patches.dtype)
         patch_logits = self.feature_network(patches, training=training)
         y_pred = self.pool([patch_logits, sampled_attention])
+        if not return_details:
+            return y_pred
         return {
             "y_pred": y_pred,
             "log_attention": log_attention,
@@ -223,9 +233,6 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             "patches": patches,
             "patch_logits": patch_logits,
         }
-
-    def call(self, images, training=None):
-        return self.policy_forward(images, training=training)["y_pred"]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)

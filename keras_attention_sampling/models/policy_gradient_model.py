@@ -357,7 +357,9 @@ class PolicyGradientModel(PolicyGradientMixin, keras.Model):
         }
 
     def get_config(self):
-        config = super().get_config()
+        # Keras serialises the graph only for plain functional constructors,
+        # so the graph is described by a plain functional model over it.
+        config = keras.Model(self.inputs, self.outputs, name=self.name).get_config()
         config.update(self._policy_config())
         return config
 

@@ -1,0 +1,206 @@
+"""Shapes, dtypes, serialisation and errors of the four layers."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_attention_sampling as kas
+from layer_testing import run_layer_test
+
+
+def test_attention_map(tmp_path, rng):
+    images = rng.random((2, 6, 9, 3)).astype("float32")
+    layer = run_layer_test(
+        kas.AttentionMap,
+        {"blocks": 2, "filters": 4, "kernel_size": 3, "activation": "relu",
+         "temperature": 2.0, "batch_norm": True, "batch_norm_momentum": 0.8},
+        images,
+        (2, 6, 9),
+        tmp_path,
+    )
+    attention = ops.convert_to_numpy(layer(images))
+    assert attention.dtype == np.float32
+    np.testing.assert_allclose(attention.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+
+
+def test_attention_map_head_only_and_float32_under_mixed_precision(rng):
+    images = rng.random((2, 5, 5, 4)).astype("float32")
+    layer = kas.AttentionMap(blocks=0, dtype="mixed_bfloat16")
+    attention = layer(images)
+    assert len(layer.trainable_weights) == 2  # only the head
+    assert keras.backend.standardize_dtype(attention.dtype) == "float32"
+    np.testing.assert_allclose(ops.convert_to_numpy(attention).sum(axis=(1, 2)), 1.0, rtol=1e-5)
+
+
+def test_attention_map_log_probs_exact_where_probabilities_underflow():
+    layer = kas.AttentionMap(blocks=0, temperature=1.0)
+    layer.build((1, 1, 2, 1))
+    kernel = np.zeros((3, 3, 1, 1), "float32")
+    kernel[1, 1, 0, 0] = 1.0
+    layer.head.set_weights([kernel, np.zeros(1, "float32")])
+    images = np.array([[[[0.0], [300.0]]]], "float32")
+    log_probs = ops.convert_to_numpy(layer(images, return_log_probs=True))
+    probabilities = ops.convert_to_numpy(layer(images))
+    assert probabilities[0, 0, 0] == 0.0  # underflowed
+    np.testing.assert_allclose(log_probs[0, 0], [-300.0, 0.0], atol=1e-4)
+
+
+def test_patch_sampler(tmp_path, rng):
+    attention = rng.dirichlet(np.ones(16), size=2).reshape(2, 4, 4).astype("float32")
+    images = rng.random((2, 32, 40, 3)).astype("float32")
+    run_layer_test(
+        kas.PatchSampler,
+        {"n_patches": 5, "patch_size": 8, "replace": False, "padding": "constant",
+         "fill_value": 0.5, "inference_sampling": "top_k", "seed": 3},
+        [attention, images],
+        [(2, 5, 8, 8, 3), (2, 5), (2, 5, 2)],
+        tmp_path,
+        trainable=False,
+    )
+
+
+def test_patch_sampler_outputs_are_consistent(rng):
+    attention = rng.dirichlet(np.ones(20), size=3).reshape(3, 4, 5).astype("float32")
+    images = rng.integers(0, 255, (3, 40, 50, 1)).astype("uint8")
+    sampler = kas.PatchSampler(6, 10, seed=0)
+    patches, sampled_attention, positions = sampler([attention, images], training=True)
+    patches = ops.convert_to_numpy(patches)
+    positions = ops.convert_to_numpy(positions)
+    assert patches.dtype == np.float32  # cast after the gather
+    cells = ops.convert_to_numpy(kas.sampling.centres_to_cells(positions, (4, 5), (40, 50)))
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(sampled_attention),
+        np.take_along_axis(attention.reshape(3, -1), cells, axis=1),
+    )
+    # Every centre is the middle of its cell.
+    np.testing.assert_allclose(positions[..., 0] % 10, 5.0)
+    np.testing.assert_allclose(positions[..., 1] % 10, 5.0)
+    padded = np.pad(images, ((0, 0), (10, 10), (10, 10), (0, 0)), mode="reflect")
+    for b in range(3):
+        for n in range(6):
+            top = int(positions[b, n, 0]) - 5 + 10
+            left = int(positions[b, n, 1]) - 5 + 10
+            np.testing.assert_array_equal(patches[b, n], padded[b, top:top + 10, left:left + 10])
+
+
+def test_patch_sampler_top_k_at_inference(rng):
+    attention = rng.dirichlet(np.ones(16), size=2).reshape(2, 4, 4).astype("float32")
+    images = rng.random((2, 16, 16, 3)).astype("float32")
+    sampler = kas.PatchSampler(3, 4, inference_sampling="top_k")
+    _, sampled, _ = sampler([attention, images], training=False)
+    expected = -np.sort(-attention.reshape(2, -1), axis=1)[:, :3]
+    np.testing.assert_allclose(ops.convert_to_numpy(sampled), expected)
+
+
+def test_patch_sampler_seeded_draws_repeat(rng):
+    attention = rng.dirichlet(np.ones(16), size=2).reshape(2, 4, 4).astype("float32")
+    images = rng.random((2, 16, 16, 3)).astype("float32")
+    first = kas.PatchSampler(8, 4, seed=11)([attention, images])[2]
+    second = kas.PatchSampler(8, 4, seed=11)([attention, images])[2]
+    np.testing.assert_array_equal(ops.convert_to_numpy(first), ops.convert_to_numpy(second))
+
+
+def test_normalized_feature(tmp_path, rng):
+    patches = rng.random((2, 3, 8, 8, 3)).astype("float32")
+    layer = run_layer_test(
+        kas.NormalizedFeature, {"units": 4, "epsilon": 1e-9}, patches, (2, 3, 4), tmp_path
+    )
+    norms = np.linalg.norm(ops.convert_to_numpy(layer(patches)), axis=-1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+
+def test_normalized_feature_custom_backbone_round_trips(tmp_path, rng):
+    backbone = keras.Sequential(
+        [keras.layers.Conv2D(5, 3), keras.layers.GlobalAveragePooling2D()]
+    )
+    patches = rng.random((2, 3, 8, 8, 3)).astype("float32")
+    run_layer_test(
+        kas.NormalizedFeature, {"units": 2, "backbone": backbone}, patches, (2, 3, 2),
+        tmp_path, mixed_precision=False,
+    )
+
+
+def test_normalized_feature_is_safe_at_zero():
+    layer = kas.NormalizedFeature(3)
+    layer.build((1, 1, 4, 4, 1))
+    layer.dense.set_weights([np.zeros_like(w) for w in layer.dense.get_weights()])
+    out = ops.convert_to_numpy(layer(np.zeros((1, 1, 4, 4, 1), "float32")))
+    assert np.all(np.isfinite(out))
+
+
+def test_normalized_feature_with_keras_applications_backbone(rng):
+    backbone = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), include_top=False, pooling="max", weights=None,
+        include_preprocessing=False,
+    )
+    layer = kas.NormalizedFeature(3, backbone=backbone)
+    out = layer(rng.random((1, 2, 32, 32, 3)).astype("float32"))
+    assert tuple(out.shape) == (1, 2, 3)
+
+
+def test_weighted_logit_pool(tmp_path, rng):
+    features = rng.normal(size=(2, 4, 3)).astype("float32")
+    attention = rng.random((2, 4)).astype("float32")
+    run_layer_test(
+        kas.WeightedLogitPool,
+        {"temperature": 3.0, "activation": None, "attention_gradient": True},
+        [features, attention],
+        (2, 3),
+        tmp_path,
+        trainable=False,
+    )
+    pool = kas.WeightedLogitPool(temperature=3.0)
+    got = ops.convert_to_numpy(pool([features, attention]))
+    weights = attention / attention.sum(1, keepdims=True)
+    logits = 3.0 * (weights[..., None] * features).sum(1)
+    expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="uses GradientTape")
+def test_weighted_logit_pool_stops_attention_gradient_by_default(rng):
+    import tensorflow as tf
+
+    features = tf.constant(rng.normal(size=(1, 3, 2)).astype("float32"))
+    attention = tf.Variable(rng.random((1, 3)).astype("float32"))
+    for flag, expect_zero in ((False, True), (True, False)):
+        with tf.GradientTape() as tape:
+            out = kas.WeightedLogitPool(attention_gradient=flag, activation=None)(
+                [features, attention]
+            )
+            loss = tf.reduce_sum(out[:, 0])
+        grad = tape.gradient(loss, attention)
+        assert (grad is None or np.allclose(grad, 0)) == expect_zero
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: kas.PatchSampler(2, 4)([np.ones((2, 4), "float32"), np.ones((2, 8, 8, 3))]),
+         "rank 3"),
+        (lambda: kas.PatchSampler(2, 4)([np.ones((2, 2, 2), "float32"), np.ones((2, 8, 8))]),
+         "rank 4"),
+        (lambda: kas.PatchSampler(2, 4)([np.ones((3, 2, 2), "float32"), np.ones((2, 8, 8, 3))]),
+         "differs from the image batch"),
+        (lambda: kas.PatchSampler(2, 9)([np.ones((2, 2, 2), "float32"), np.ones((2, 8, 8, 3))]),
+         "larger than the image"),
+        (lambda: kas.PatchSampler(5, 2, replace=False)(
+            [np.ones((2, 2, 2), "float32"), np.ones((2, 8, 8, 3))]), "without replacement"),
+        (lambda: kas.PatchSampler(0, 2), "must be positive"),
+        (lambda: kas.PatchSampler(2, -1), "must be positive"),
+        (lambda: kas.AttentionMap(filters=0), "must be positive"),
+        (lambda: kas.AttentionMap()(np.ones((2, 8, 8), "float32")), "rank 4"),
+        (lambda: kas.NormalizedFeature(0), "must be positive"),
+        (lambda: kas.WeightedLogitPool()([np.ones((2, 3, 4)), np.ones((2, 5))]),
+         "number of patches"),
+        (lambda: kas.WeightedLogitPool()([np.ones((2, 3, 4)), np.ones((3, 3))]), "batch"),
+        (lambda: kas.AttentionSamplingModel(3)(np.ones((1, 20, 20), "float32")), "rank 4"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(build, message):
+    with pytest.raises(ValueError, match=message) as info:
+        build()
+    assert any(name in str(info.value) for name in (
+        "PatchSampler", "AttentionMap", "NormalizedFeature", "WeightedLogitPool",
+        "AttentionSamplingModel"))

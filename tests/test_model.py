@@ -1,0 +1,278 @@
+"""AttentionSamplingModel and PolicyGradientModel: training, routing, saving."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_attention_sampling as kas
+from keras_attention_sampling import policy_gradient, sampling
+from layer_testing import without_build_config
+
+BACKEND = keras.backend.backend()
+
+
+def small_model(**kwargs):
+    settings = dict(
+        num_classes=3, scale=4, n_patches=3, patch_size=8, samples_per_image=2,
+        attention_network=kas.AttentionMap(blocks=1, filters=4),
+        feature_network=kas.NormalizedFeature(
+            3, backbone=keras.Sequential(
+                [keras.layers.Conv2D(4, 3, activation="relu"),
+                 keras.layers.GlobalMaxPooling2D()])),
+        seed=0,
+    )
+    settings.update(kwargs)
+    return kas.AttentionSamplingModel(**settings)
+
+
+@pytest.fixture
+def data(rng):
+    x = rng.random((8, 32, 32, 3)).astype("float32")
+    y = np.arange(8) % 3
+    return x, y
+
+
+def snapshot(variables):
+    return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
+
+
+def moved(before, variables):
+    return [not np.allclose(b, keras.ops.convert_to_numpy(v)) for b, v in zip(before, variables)]
+
+
+def test_fit_evaluate_predict_and_logs(data):
+    x, y = data
+    model = small_model()
+    model.compile(metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=4, epochs=2, validation_data=(x, y), verbose=0)
+    for key in ("loss", "accuracy", "entropy", "reward", "val_loss", "val_entropy", "val_reward"):
+        assert key in history.history
+        assert np.all(np.isfinite(history.history[key]))
+    # The map has 8x8 cells: the entropy is a real entropy, not a placeholder.
+    assert 0.0 < history.history["entropy"][-1] <= np.log(64) + 1e-4
+    assert 0.0 < history.history["reward"][-1] <= 1.0
+    results = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(results) >= {"loss", "accuracy", "entropy", "reward"}
+    probabilities = model.predict(x, verbose=0)
+    assert probabilities.shape == (8, 3)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_each_variable_is_updated_by_its_own_optimizer(data):
+    x, y = data
+    model = small_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  attention_optimizer=keras.optimizers.SGD(0.0))
+    model.fit(x[:4], y[:4], epochs=1, verbose=0)
+    attention_ids = {id(v) for v in model.attention_network.trainable_variables}
+    routed = {id(v) for v in model.attention_optimizer._trainable_variables}
+    assert routed == attention_ids
+    feature_ids = {id(v) for v in model.feature_optimizer._trainable_variables}
+    assert feature_ids == {id(v) for v in model.trainable_variables} - attention_ids
+    assert int(model.attention_optimizer.iterations) == 1
+    assert int(model.feature_optimizer.iterations) == 1
+
+    # Behaviour: a zero learning rate freezes exactly the routed variables.
+    attention_before = snapshot(model.attention_network.trainable_variables)
+    feature_before = snapshot(model.feature_network.trainable_variables)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert not any(moved(attention_before, model.attention_network.trainable_variables))
+    assert any(moved(feature_before, model.feature_network.trainable_variables))
+
+    model = small_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.0),
+                  attention_optimizer=keras.optimizers.Adam(1e-2))
+    model.build(x.shape)
+    attention_before = snapshot(model.attention_network.trainable_variables)
+    feature_before = snapshot(model.feature_network.trainable_variables)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert any(moved(attention_before, model.attention_network.trainable_variables))
+    assert not any(moved(feature_before, model.feature_network.trainable_variables))
+
+
+def test_default_optimizers_are_the_seeds(data):
+    model = small_model()
+    model.compile()
+    assert model.attention_optimizer.beta_1 == pytest.approx(0.999)
+    assert float(model.attention_optimizer.learning_rate) == pytest.approx(1e-3)
+    assert model.feature_optimizer.beta_1 == pytest.approx(0.9)
+
+
+def test_save_load_gives_identical_top_k_predictions_and_resumes(tmp_path, data):
+    x, y = data
+    model = small_model(inference_sampling="top_k", baseline="moving_average")
+    model.compile(metrics=["accuracy"])
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, kas.AttentionSamplingModel)
+    assert without_build_config(loaded.get_config()) == without_build_config(model.get_config())
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    # Both optimisers' state and the moving baseline survive.
+    assert int(loaded.attention_optimizer.iterations) == 2
+    assert int(loaded.feature_optimizer.iterations) == 2
+    for original, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_allclose(ops.convert_to_numpy(original),
+                                   ops.convert_to_numpy(restored))
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(loaded.reward_baseline.moving_reward),
+        ops.convert_to_numpy(model.reward_baseline.moving_reward),
+    )
+    loaded.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert int(loaded.attention_optimizer.iterations) == 4
+
+
+def test_explain_returns_every_piece(data):
+    x, _ = data
+    model = small_model(inference_sampling="top_k")
+    explanation = model.explain(x[:3], batch_size=2)
+    assert explanation["probabilities"].shape == (3, 3)
+    assert explanation["attention"].shape == (3, 8, 8)
+    np.testing.assert_allclose(explanation["attention"].sum((1, 2)), 1.0, rtol=1e-5)
+    assert explanation["positions"].shape == (3, 3, 2)
+    assert explanation["sampled_attention"].shape == (3, 3)
+    assert explanation["patch_logits"].shape == (3, 3, 3)
+    assert explanation["patches"].shape == (3, 3, 8, 8, 3)
+    # The pooled prediction is rebuilt exactly from the parts it returns.
+    weights = explanation["sampled_attention"] / explanation["sampled_attention"].sum(1, keepdims=True)
+    logits = 3.0 * (weights[..., None] * explanation["patch_logits"]).sum(1)
+    expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(explanation["probabilities"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_uint8_images_with_rescale(rng):
+    x = rng.integers(0, 256, (4, 32, 32, 3)).astype("uint8")
+    model = small_model(rescale=1 / 255)
+    model.compile()
+    history = model.fit(x, np.arange(4) % 3, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    patches = model.explain(x[:1])["patches"]
+    assert 0.0 <= patches.min() and patches.max() <= 1.0
+
+
+@pytest.mark.parametrize("replace", [True, False])
+@pytest.mark.parametrize("reward,baseline", [("negative_loss", "none"), ("bounded", "moving_average")])
+def test_estimator_variants_train(data, replace, reward, baseline):
+    x, y = data
+    model = small_model(replace=replace, reward=reward, baseline=baseline)
+    model.compile()
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    if baseline == "moving_average":
+        assert float(ops.convert_to_numpy(model.reward_baseline.updates)) == 2.0
+
+
+def test_mixed_precision_training(data):
+    x, y = data
+    model = small_model(dtype="mixed_bfloat16",
+                        attention_network=kas.AttentionMap(blocks=1, filters=4, dtype="mixed_bfloat16"),
+                        feature_network=kas.NormalizedFeature(3, dtype="mixed_bfloat16"))
+    model.compile()
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert keras.backend.standardize_dtype(model.predict(x, verbose=0).dtype) == "float32"
+
+
+def functional_model(**kwargs):
+    images = keras.Input((32, 32, 3))
+    low = keras.layers.AveragePooling2D(4)(images)
+    attention = kas.AttentionMap(blocks=1, filters=4, name="my_attention")(low)
+    patches, weights, _ = kas.PatchSampler(3, 8, seed=0, inference_sampling="top_k")(
+        [attention, images])
+    features = kas.NormalizedFeature(3)(patches)
+    outputs = kas.WeightedLogitPool(3.0)([features, weights])
+    return kas.PolicyGradientModel(images, outputs, samples_per_image=2, **kwargs)
+
+
+def test_functional_model_trains_with_the_policy_gradient(tmp_path, data):
+    x, y = data
+    model = functional_model(entropy_weight=0.1)
+    model.compile(optimizer=keras.optimizers.SGD(0.0),
+                  attention_optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
+    attention_layer = model.get_layer("my_attention")
+    routed = {id(v) for v in model.attention_variables()}
+    assert routed == {id(v) for v in attention_layer.trainable_variables}
+    before = snapshot(attention_layer.trainable_variables)
+    others = [v for v in model.trainable_variables if id(v) not in routed]
+    others_before = snapshot(others)
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert set(history.history) == {"loss", "accuracy", "entropy", "reward"}
+    assert any(moved(before, attention_layer.trainable_variables))
+    assert not any(moved(others_before, others))
+
+    path = os.path.join(tmp_path, "functional.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, kas.PolicyGradientModel)
+    assert loaded.entropy_weight == 0.1 and loaded.samples_per_image == 2
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    assert int(loaded.attention_optimizer.iterations) == 2
+    loaded.fit(x, y, batch_size=4, epochs=1, verbose=0)
+
+
+def test_functional_model_needs_one_sampler():
+    images = keras.Input((8,))
+    with pytest.raises(ValueError, match="exactly one PatchSampler"):
+        kas.PolicyGradientModel(images, keras.layers.Dense(2)(images))
+
+
+def _gradient(function, value):
+    """d sum(function(value)) / d value, with the backend's own autodiff."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        value = tf.Variable(value)
+        with tf.GradientTape() as tape:
+            out = tf.reduce_sum(function(value))
+        return tape.gradient(out, value).numpy()
+    if BACKEND == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: function(v).sum())(value))
+    import torch
+
+    value = torch.tensor(value, requires_grad=True)
+    function(value).sum().backward()
+    return value.grad.numpy()
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_surrogate_gradient_is_the_score_function_estimate(rng, replace):
+    logits = rng.normal(size=(2, 3, 4)).astype("float32")
+    cells = np.array([[5, 0, 11], [7, 3, 2]], "int32")
+    rewards = np.array([0.8, 0.3], "float32")
+    baseline, entropy_weight = 0.5, 0.05
+
+    def surrogate(z):
+        log_probs = sampling.log_softmax_2d(z)
+        flat = ops.reshape(log_probs, (2, -1))
+        draws = sampling.draw_log_prob(flat, cells, replace=replace)
+        return policy_gradient.policy_surrogate(draws, rewards, baseline, log_probs, entropy_weight)
+
+    got = _gradient(surrogate, logits).reshape(2, -1)
+
+    z = logits.reshape(2, -1).astype("float64")
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    expected = np.zeros_like(z)
+    for b in range(2):
+        # Score of the draw: d log P(s_1..s_N) / dz.
+        score = np.zeros(12)
+        used = np.zeros(12)
+        for cell in cells[b]:
+            onehot = np.eye(12)[cell]
+            score += onehot - p[b]
+            if not replace and used.any():
+                # d/dz -log(1 - sum_used p) = sum_used p (onehot - p) / (1 - sum_used p)
+                mass = (p[b] * used).sum()
+                score += (p[b] * used - mass * p[b]) / (1 - mass)
+            used += onehot
+        neg_entropy_grad = p[b] * (np.log(p[b]) - (p[b] * np.log(p[b])).sum())
+        expected[b] = -(rewards[b] - baseline) * score + entropy_weight * neg_entropy_grad
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
