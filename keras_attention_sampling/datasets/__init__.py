@@ -1,0 +1,48 @@
+"""Data loading, splitting, augmentation and synthetic data.
+
+* `index_image_folder` indexes a folder with one subfolder per class
+  (the IICBU lymphoma layout, flat or nested one level deeper);
+* `ImageSequence` streams batches from it (or from
+  `SyntheticLymphoma`) as a ``keras.utils.PyDataset``;
+* `split_random` / `split_by_group` make stratified image-level
+  or slide-level splits;
+* `Augment` augments ``uint8`` batches on the host with numpy.
+"""
+
+from keras_attention_sampling.datasets.augment import Augment
+from keras_attention_sampling.datasets.image_folder import (
+    IMAGE_EXTENSIONS,
+    ImageFolderIndex,
+    fit_to_size,
+    index_image_folder,
+    read_image,
+    read_image_size,
+    slide_id_from_path,
+)
+from keras_attention_sampling.datasets.sequence import ImageSequence, ImageSource
+from keras_attention_sampling.datasets.splits import split_by_group, split_random
+from keras_attention_sampling.datasets.synthetic import (
+    SYNTHETIC_CLASS_NAMES,
+    SyntheticLymphoma,
+    SyntheticSample,
+    make_synthetic_lymphoma,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SYNTHETIC_CLASS_NAMES",
+    "Augment",
+    "ImageFolderIndex",
+    "ImageSequence",
+    "ImageSource",
+    "SyntheticLymphoma",
+    "SyntheticSample",
+    "fit_to_size",
+    "index_image_folder",
+    "make_synthetic_lymphoma",
+    "read_image",
+    "read_image_size",
+    "slide_id_from_path",
+    "split_by_group",
+    "split_random",
+]
