@@ -7,8 +7,10 @@ attention-weighted average is the prediction. The attention network is
 trained by entropy-regularised REINFORCE, the rest by cross-entropy.
 """
 
+from keras_attention_sampling import datasets
 from keras_attention_sampling import policy_gradient
 from keras_attention_sampling import sampling
+from keras_attention_sampling import visualize
 from keras_attention_sampling.layers import AttentionMap
 from keras_attention_sampling.layers import NormalizedFeature
 from keras_attention_sampling.layers import PatchSampler
@@ -29,6 +31,8 @@ __all__ = [
     "PolicyGradientModel",
     "RewardBaseline",
     "WeightedLogitPool",
+    "datasets",
     "policy_gradient",
     "sampling",
+    "visualize",
 ]
