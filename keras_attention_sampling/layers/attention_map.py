@@ -50,7 +50,8 @@ class AttentionMap(keras.layers.Layer):
         >>> attention = layer(np.zeros((2, 8, 12, 3), "float32"))
         >>> tuple(attention.shape)
         (2, 8, 12)
-        >>> bool(np.allclose(keras.ops.sum(attention, axis=(1, 2)), 1.0))
+        >>> sums = keras.ops.convert_to_numpy(keras.ops.sum(attention, axis=(1, 2)))
+        >>> bool(np.allclose(sums, 1.0))
         True
     """
 

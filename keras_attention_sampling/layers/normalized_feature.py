@@ -46,7 +46,8 @@ class NormalizedFeature(keras.layers.Layer):
         >>> features = layer(np.random.rand(2, 5, 16, 16, 3).astype("float32"))
         >>> tuple(features.shape)
         (2, 5, 3)
-        >>> bool(np.allclose(np.linalg.norm(features, axis=-1), 1.0, atol=1e-5))
+        >>> norms = np.linalg.norm(keras.ops.convert_to_numpy(features), axis=-1)
+        >>> bool(np.allclose(norms, 1.0, atol=1e-5))
         True
     """
 
