@@ -17,7 +17,7 @@ same ones, so the maths is written once.
 from keras import ops
 
 REWARDS = ("bounded", "negative_loss")
-BASELINES = ("mean", "moving_average", "none")
+BASELINES = ("mean", "leave_one_out", "moving_average", "none")
 
 
 def reward_from_loss(per_image_loss, reward="bounded"):

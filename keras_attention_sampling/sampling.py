@@ -6,6 +6,7 @@ cell `(i, j)` is the patch centred at `((i + 0.5) * H / h, (j + 0.5) * W / w)`.
 Everything here works on flat cell indices `i * w + j`.
 """
 
+import keras
 from keras import ops
 from keras import random
 
@@ -149,7 +150,9 @@ def _reflect(index, size):
     return (size - 1) - ops.abs((size - 1) - index)
 
 
-def gather_patches(images, positions, patch_size, padding="reflect", fill_value=0):
+def gather_patches(
+    images, positions, patch_size, padding="reflect", fill_value=0, image_index=None
+):
     """Cuts square patches centred at `positions` out of full-resolution images.
 
     Only the `B * N * p * p` pixels needed are gathered, so the cost does not
@@ -164,12 +167,18 @@ def gather_patches(images, positions, patch_size, padding="reflect", fill_value=
         patch_size: side `p` of the square patches.
         padding: `"reflect"` or `"constant"`.
         fill_value: the value of out-of-image pixels with `"constant"`.
+        image_index: optional int `(B',)`: row `b` of `positions` belongs to
+            image `image_index[b]`. Lets several draws share one image
+            without copying it. By default row `b` belongs to image `b`.
 
     Returns:
-        `(B, N, p, p, C)` tensor with the dtype of `images`.
+        `(B', N, p, p, C)` tensor with the dtype of `images`.
     """
-    batch, height, width, channels = ops.shape(images)
-    n_patches = ops.shape(positions)[1]
+    _, height, width, channels = ops.shape(images)
+    batch, n_patches = ops.shape(positions)[0], ops.shape(positions)[1]
+    if image_index is None:
+        image_index = ops.arange(batch, dtype="int32")
+    image_index = ops.cast(image_index, "int32")
     offsets = ops.arange(patch_size, dtype="int32") - patch_size // 2
     corner = ops.cast(ops.floor(positions), "int32")
     # (B, N, p) rows and columns of every pixel of every patch.
@@ -185,12 +194,44 @@ def gather_patches(images, positions, patch_size, padding="reflect", fill_value=
         inside = ops.logical_and(inside_rows[..., :, None], inside_cols[..., None, :])
         rows = ops.clip(rows, 0, height - 1)
         cols = ops.clip(cols, 0, width - 1)
-    image_offset = ops.arange(batch, dtype="int32")[:, None, None, None] * (height * width)
-    flat_index = image_offset + rows[..., :, None] * width + cols[..., None, :]
-    pixels = ops.reshape(images, (-1, channels))
-    patches = ops.take(pixels, ops.reshape(flat_index, (-1,)), axis=0)
-    patches = ops.reshape(patches, (batch, n_patches, patch_size, patch_size, channels))
+    if keras.backend.backend() == "jax":
+        patches = _gather_by_windows(images, image_index, rows, cols, patch_size)
+    else:
+        image_offset = image_index[:, None, None, None] * (height * width)
+        flat_index = image_offset + rows[..., :, None] * width + cols[..., None, :]
+        pixels = ops.reshape(images, (-1, channels))
+        patches = ops.take(pixels, ops.reshape(flat_index, (-1,)), axis=0)
+        patches = ops.reshape(
+            patches, (batch, n_patches, patch_size, patch_size, channels)
+        )
     if inside is not None:
         fill = ops.cast(fill_value, patches.dtype)
         patches = ops.where(inside[..., None], patches, fill)
     return patches
+
+
+def _gather_by_windows(images, image_index, rows, cols, patch_size):
+    """The same gather as one `p x p` window slice per patch.
+
+    Eager JAX copies the whole image when it is flattened for `take`, which
+    makes the flat gather grow with the image (measured: 56x from 1024^2 to
+    8192^2); slicing windows never touches the rest of the image. Each
+    patch's pixels (already mirrored or clamped into the image) lie within
+    `p` of each other, so they all fall inside one window placed at their
+    smallest row and column, clamped into the image.
+    """
+    _, height, width, channels = ops.shape(images)
+    batch, n_patches = ops.shape(rows)[0], ops.shape(rows)[1]
+    top = ops.clip(ops.min(rows, axis=-1), 0, height - patch_size)
+    left = ops.clip(ops.min(cols, axis=-1), 0, width - patch_size)
+    index = ops.broadcast_to(image_index[:, None], (batch, n_patches))
+    starts = ops.stack([index, top, left, ops.zeros_like(index)], axis=-1)
+    size = (1, patch_size, patch_size, channels)
+    windows = ops.vectorized_map(
+        lambda start: ops.slice(images, start, size)[0], ops.reshape(starts, (-1, 4))
+    )
+    windows = ops.reshape(windows, (batch, n_patches, patch_size, patch_size, channels))
+    local_rows = rows - top[..., None]
+    local_cols = cols - left[..., None]
+    patches = ops.take_along_axis(windows, local_rows[:, :, :, None, None], axis=2)
+    return ops.take_along_axis(patches, local_cols[:, :, None, :, None], axis=3)

@@ -204,3 +204,21 @@ def test_bad_input_gets_a_clear_error(build, message):
     assert any(name in str(info.value) for name in (
         "PatchSampler", "AttentionMap", "NormalizedFeature", "WeightedLogitPool",
         "AttentionSamplingModel"))
+
+
+def test_reward_baselines():
+    rewards = np.array([0.2, 0.6, 0.1, 0.5], "float32")
+    loo = kas.RewardBaseline("leave_one_out")(rewards, samples_per_image=2)
+    np.testing.assert_allclose(ops.convert_to_numpy(loo), [0.6, 0.2, 0.5, 0.1], rtol=1e-6)
+    mean = kas.RewardBaseline("mean")(rewards)
+    np.testing.assert_allclose(float(ops.convert_to_numpy(mean)), 0.35, rtol=1e-6)
+    moving = kas.RewardBaseline("moving_average", momentum=0.5)
+    first = float(ops.convert_to_numpy(moving(rewards, training=True)))
+    second = float(ops.convert_to_numpy(moving(rewards * 3, training=True)))
+    # The first call has no history (batch mean); the second sees the
+    # bias-corrected average of the first batch only.
+    np.testing.assert_allclose([first, second], [0.35, 0.35], rtol=1e-5)
+    third = float(ops.convert_to_numpy(moving(rewards, training=False)))
+    np.testing.assert_allclose(third, (0.25 * 0.35 + 0.5 * 1.05) / 0.75, rtol=1e-5)
+    with pytest.raises(ValueError, match="RewardBaseline"):
+        kas.RewardBaseline("median")

@@ -39,20 +39,26 @@ def attention_mass_on_square(attention, corners):
     return float(np.mean(masses))
 
 
-def train(frozen_attention, epochs=2):
+def train(frozen_attention, epochs=3):
     keras.utils.set_random_seed(0)
     x, y, _ = square_task(1024, seed=0)
     attention = kas.AttentionMap()
+    # The leave-one-out baseline and a first-moment decay of 0.9 make this
+    # reliable across seeds and backends; with the seed's batch-mean
+    # baseline and beta_1=0.999 some initialisations stay at chance for
+    # several epochs (see the closing notes of the core issue).
     model = kas.AttentionSamplingModel(
         3, attention_network=attention, scale=8, n_patches=4, patch_size=16,
-        samples_per_image=4, entropy_weight=0.01, seed=1,
+        samples_per_image=4, entropy_weight=0.01, baseline="leave_one_out", seed=1,
     )
     model.build((None, SIZE, SIZE, 3))
     if frozen_attention:
         # A zero head gives the uniform distribution; freezing keeps it.
         attention.head.set_weights([np.zeros_like(w) for w in attention.head.get_weights()])
         attention.trainable = False
-    model.compile(metrics=["accuracy"])
+    model.compile(
+        attention_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.9), metrics=["accuracy"]
+    )
     start = time.perf_counter()
     model.fit(x, y, batch_size=16, epochs=epochs, verbose=0)
     return model, time.perf_counter() - start
@@ -77,4 +83,5 @@ def test_learned_attention_finds_the_evidence_and_beats_uniform_sampling():
     assert learned > 0.85
     assert mass > 0.3 and mass > 3 * uniform_mass
     assert learned - uniform > 0.15
-    assert seconds < 60
+    # 3 epochs of 64 steps; about 30 s on an idle 2-core CPU with TF.
+    assert seconds < 90

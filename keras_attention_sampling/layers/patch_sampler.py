@@ -147,8 +147,12 @@ class PatchSampler(keras.layers.Layer):
             flat, self.n_patches, replace=self.replace, seed=self.seed_generator
         )
 
-    def extract(self, attention, images, cells):
-        """Patches, their attention and centres for given cells."""
+    def extract(self, attention, images, cells, image_index=None):
+        """Patches, their attention and centres for given cells.
+
+        `image_index` (optional, `(B,)`) says which image each row of
+        `attention` and `cells` is drawn from; see `sampling.gather_patches`.
+        """
         batch = ops.shape(attention)[0]
         map_shape = tuple(attention.shape[1:3])
         image_shape = tuple(images.shape[1:3])
@@ -157,7 +161,8 @@ class PatchSampler(keras.layers.Layer):
         )
         positions = sampling.cells_to_centres(cells, map_shape, image_shape)
         patches = sampling.gather_patches(
-            images, positions, self.patch_size, self.padding, self.fill_value
+            images, positions, self.patch_size, self.padding, self.fill_value,
+            image_index=image_index,
         )
         return ops.cast(patches, self.compute_dtype), sampled_attention, positions
 

@@ -13,6 +13,10 @@ class RewardBaseline(keras.layers.Layer):
 
     Args:
         mode: `"mean"`, the batch's mean reward (the seed's choice);
+            `"leave_one_out"`, for each draw the mean reward of the other
+            draws of the same image (needs `samples_per_image > 1`; it
+            removes how hard the image is from the reward, leaving only how
+            well the draw chose its patches);
             `"moving_average"`, a bias-corrected exponential moving average of
             past batch means; or `"none"`.
         momentum: decay of the moving average.
@@ -21,9 +25,11 @@ class RewardBaseline(keras.layers.Layer):
     Call arguments:
         - **rewards**: float32 `(B,)`.
         - **training**: update the moving average (only in training).
+        - **samples_per_image**: number `k` of adjacent draws of each image
+          in `rewards`, for `"leave_one_out"`.
 
     Returns:
-        float32 scalar baseline.
+        float32 baseline: a scalar, or `(B,)` for `"leave_one_out"`.
 
     Examples:
         >>> import numpy as np
@@ -52,13 +58,22 @@ class RewardBaseline(keras.layers.Layer):
             dtype="float32",
         )
 
-    def call(self, rewards, training=None):
+    def call(self, rewards, training=None, samples_per_image=1):
         rewards = ops.cast(rewards, "float32")
         batch_mean = ops.mean(rewards)
         if self.mode == "none":
             return ops.zeros((), "float32")
         if self.mode == "mean":
             return batch_mean
+        if self.mode == "leave_one_out":
+            k = int(samples_per_image)
+            if k < 2:
+                # One draw per image (e.g. in evaluation): nothing to leave
+                # out, the batch mean is the closest unbiased choice.
+                return batch_mean
+            per_image = ops.reshape(rewards, (-1, k))
+            others = (ops.sum(per_image, axis=1, keepdims=True) - per_image) / (k - 1)
+            return ops.stop_gradient(ops.reshape(others, (-1,)))
         # Adam-style bias correction: an average started at 0 would otherwise
         # under-estimate the reward for the first ~1 / (1 - momentum) steps.
         correction = 1.0 - ops.power(self.momentum, self.updates)

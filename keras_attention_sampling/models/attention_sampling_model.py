@@ -58,6 +58,8 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
           dtype.
         - **training**: Python bool.
         - **return_details**: return the dict of `policy_forward` instead.
+        - **samples_per_image**: independent draws per image; the outputs
+          then have `B * samples_per_image` rows, draws of one image adjacent.
 
     Returns:
         float32 `(B, num_classes)` class probabilities.
@@ -189,7 +191,7 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
     def sampler_replaces(self):
         return self.replace
 
-    def policy_forward(self, images, training=False):
+    def policy_forward(self, images, training=False, samples_per_image=1):
         """Runs the whole pipeline and returns every intermediate result.
 
         Goes through `__call__`, so the model is built (and records its build
@@ -202,9 +204,14 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             `sampled_attention` `(B, N)`, `patches` `(B, N, p, p, C)` and
             `patch_logits` `(B, N, classes)` (the unit-norm feature vectors).
         """
-        return self(images, training=training, return_details=True)
+        return self(
+            images,
+            training=training,
+            return_details=True,
+            samples_per_image=samples_per_image,
+        )
 
-    def call(self, images, training=None, return_details=False):
+    def call(self, images, training=None, return_details=False, samples_per_image=1):
         low = self.low_resolution(images)
         if isinstance(self.attention_network, AttentionMap):
             log_attention = self.attention_network(
@@ -214,9 +221,18 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             log_attention = sampling.safe_log(
                 self.attention_network(low, training=training)
             )
+        image_index = None
+        if samples_per_image > 1:
+            # Repeat only the small map: the downsampling and the attention
+            # network run once per image, and the patches of every draw are
+            # gathered from the one full-resolution copy.
+            log_attention = ops.repeat(log_attention, samples_per_image, axis=0)
+            image_index = ops.repeat(
+                ops.arange(ops.shape(images)[0], dtype="int32"), samples_per_image
+            )
         cells = self.sampler.sample(log_attention, training=training)
         patches, sampled_attention, positions = self.sampler.extract(
-            ops.exp(log_attention), images, cells
+            ops.exp(log_attention), images, cells, image_index=image_index
         )
         if self.rescale is not None:
             patches = patches * ops.cast(self.rescale, patches.dtype)

@@ -59,8 +59,8 @@ class PolicyGradientMixin:
     """Training by cross-entropy plus the entropy-regularised policy gradient.
 
     Mixed into a `keras.Model` whose forward pass samples patches from an
-    attention map. The subclass provides `policy_forward(x, training)`,
-    returning a dict with `y_pred`, `log_attention` `(B, h, w)` and `cells`
+    attention map. The subclass provides
+    `policy_forward(x, training, samples_per_image)`, returning a dict with `y_pred`, `log_attention` `(B, h, w)` and `cells`
     `(B, N)`, and `attention_variables()`.
 
     One total loss is differentiated: the mean classification loss (which
@@ -196,15 +196,12 @@ class PolicyGradientMixin:
         surrogate (plus any regularisation losses). Backend trainers
         differentiate it.
         """
-        if training and self.samples_per_image > 1:
-            # Independent draws of the same image lower the variance of both
-            # the prediction and the policy gradient.
-            k = self.samples_per_image
-            x, y, sample_weight = keras.tree.map_structure(
-                lambda t: None if t is None else ops.repeat(t, k, axis=0),
-                (x, y, sample_weight),
-            )
-        outputs = self.policy_forward(x, training=training)
+        # Independent draws of the same image lower the variance of both the
+        # prediction and the policy gradient; `policy_forward` makes them.
+        k = self.samples_per_image if training else 1
+        if k > 1:
+            y, sample_weight = _repeat((y, sample_weight), k)
+        outputs = self.policy_forward(x, training=training, samples_per_image=k)
         y_pred = outputs["y_pred"]
         log_attention = outputs["log_attention"]
         per_image = ops.cast(self.per_sample_loss(y, y_pred), "float32")
@@ -216,7 +213,9 @@ class PolicyGradientMixin:
         classification = ops.sum(per_image * weights) / ops.cast(batch, "float32")
 
         rewards = policy_gradient.reward_from_loss(per_image, self.reward)
-        baseline = self.reward_baseline(rewards, training=training)
+        baseline = self.reward_baseline(
+            rewards, training=training, samples_per_image=k
+        )
         flat_log_attention = ops.reshape(log_attention, (batch, -1))
         draw_log_probs = sampling.draw_log_prob(
             flat_log_attention, outputs["cells"], replace=self.sampler_replaces()
@@ -242,6 +241,12 @@ class PolicyGradientMixin:
 
     def test_step(self, *args):
         return _backend_trainer().test_step(self, *args)
+
+
+def _repeat(structure, k):
+    return keras.tree.map_structure(
+        lambda t: None if t is None else ops.repeat(t, k, axis=0), structure
+    )
 
 
 def _backend_trainer():
@@ -347,7 +352,10 @@ class PolicyGradientModel(PolicyGradientMixin, keras.Model):
     def sampler_replaces(self):
         return self._sampler.value.replace
 
-    def policy_forward(self, x, training=False):
+    def policy_forward(self, x, training=False, samples_per_image=1):
+        if samples_per_image > 1:
+            # The graph is the user's, so the whole input is repeated.
+            x = _repeat(x, samples_per_image)
         y_pred, attention, positions = self._policy_view.value(x, training=training)
         cells = sampling.centres_to_cells(positions, self._map_shape, self._image_shape)
         return {
