@@ -39,7 +39,7 @@ def attention_mass_on_square(attention, corners):
     return float(np.mean(masses))
 
 
-def train(frozen_attention, epochs=3):
+def train(frozen_attention, epochs=4):
     keras.utils.set_random_seed(0)
     x, y, _ = square_task(1024, seed=0)
     attention = kas.AttentionMap()
@@ -83,5 +83,7 @@ def test_learned_attention_finds_the_evidence_and_beats_uniform_sampling():
     assert learned > 0.85
     assert mass > 0.3 and mass > 3 * uniform_mass
     assert learned - uniform > 0.15
-    # 3 epochs of 64 steps; about 30 s on an idle 2-core CPU with TF.
-    assert seconds < 90
+    if keras.backend.backend() == "tensorflow":
+        # 4 epochs of 64 steps of 16 images x 4 draws, graph tracing included.
+        # PyTorch runs eagerly and JAX compiles longer; they are not timed.
+        assert seconds < 60

@@ -41,8 +41,8 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         attention_gradient: let the classification loss reach the attention
             through the pool weights too (off in the seed).
         reward: `"bounded"` `exp(-L)` (default) or `"negative_loss"` `-L`.
-        baseline: `"mean"` (batch mean, default), `"moving_average"` or
-            `"none"`.
+        baseline: `"mean"` (batch mean, default), `"leave_one_out"`,
+            `"moving_average"` or `"none"`.
         baseline_momentum: decay of the moving-average baseline.
         entropy_weight: weight `lambda` of the entropy regulariser (0.05).
         samples_per_image: independent draws per image in a training batch

@@ -281,7 +281,7 @@ class PolicyGradientModel(PolicyGradientMixin, keras.Model):
         inputs: the functional inputs (the full-resolution images).
         outputs: the prediction, a `(B, classes)` tensor.
         reward: `"bounded"` (`exp(-L)`, default) or `"negative_loss"`.
-        baseline: `"mean"`, `"moving_average"` or `"none"`.
+        baseline: `"mean"`, `"leave_one_out"`, `"moving_average"` or `"none"`.
         baseline_momentum: decay of the moving-average baseline.
         entropy_weight: weight of the entropy regulariser.
         samples_per_image: independent draws per image in a training batch.
