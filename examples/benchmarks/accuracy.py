@@ -1,23 +1,32 @@
 """Localised evidence: learned attention vs uniform sampling vs a downsampled CNN.
 
 A procedural "megapixel MNIST"-like task built without downloads: scikit-learn's
-bundled 8x8 digits (`sklearn.datasets.load_digits`), upscaled 4x to 32x32, are
+bundled 8x8 digits (`sklearn.datasets.load_digits`), upscaled `--upscale` times
+(to 16x16 in `--quick`, 32x32 in the full setting), are
 placed on a dark `--canvas` x `--canvas` uint8 canvas: 5 digits per image, 3 of
 the target class and 2 of other classes, without overlap, plus `--noise`
 random line scribbles. The label is the class that appears three times, so
 the evidence is in a few small regions (as in the original Megapixel MNIST:
 1500x1500 canvas, 5 digits, 50 scribbles).
 
-Variants, trained identically (Adam 1e-3, same epochs, batch and patch
-budget), at 1, 5 and 20 patches of `--patch-size`:
+The geometry is checked at start-up: at the attention view (the canvas
+average-pooled by `--scale`) a digit must still span at least 4x4 pixels,
+and a patch must be able to cover a whole digit from some cell centre
+(`patch - digit + 1 >= scale`, the spacing of the cell centres).
+
+Variants, trained identically (feature network Adam 1e-3, same epochs, batch
+and patch budget), at 1, 5 and 20 patches of `--patch-size`:
 
 - `learned`: `kas.AttentionSamplingModel` (attention network trained by
-  REINFORCE, the package defaults otherwise);
+  REINFORCE with `--baseline`, default `leave_one_out`, and
+  `samples_per_image` draws per image; attention optimizer
+  `Adam(1e-3, beta_1=--attention-beta1)`, default 0.9);
 - `uniform`: the same model whose attention network is only a zero-initialised
   one-filter head (`AttentionMap(blocks=0)`) with `trainable=False`: its
   logits are 0 for every cell whatever the image, so it samples uniformly,
   pools the patches with equal weights and receives no update; the feature
-  network sees exactly the same number of patches;
+  network sees exactly the same number of patches (same baseline, draws and
+  optimizers as `learned`);
 - `downsampled CNN`: the seed's CNN (4 x Conv2D 16 + GlobalMaxPool + Dense) on
   the image average-pooled by `--scale` (the attention network's view).
 
@@ -25,9 +34,13 @@ Test accuracy is from `model.evaluate` (patches sampled as `predict` does).
 Reported as mean ± std over `--seeds` model seeds (same data), with the mean
 training time per run.
 
-`--quick` (canvas 256, patch 40, 1024 training images, 4 epochs, 2 seeds) is
-meant to finish in about a quarter of an hour on 2 idle CPU cores; the full
-setting (canvas 1500, patch 50, 20 epochs, 3 seeds) takes hours.
+`--quick` (canvas 128, 16x16 digits of the 4 classes 0-3, scale 4, patch
+20, 1024 training images, 10 epochs, 2 draws per image, 1 seed) is meant to
+finish in about a quarter of an hour on 2 shared CPU cores; the full setting
+(canvas 1500, 32x32 digits of all 10 classes, scale 8, patch 50, 20 epochs,
+3 seeds) takes hours. On a 256 canvas with all 10 classes, 6 epochs did not
+lift a learned 1-patch model above chance (attention entropy stayed at its
+maximum), hence the smaller quick task.
 TF by default (KERAS_BACKEND). Rewrites the `accuracy` section of
 docs/benchmarks.md.
 """
@@ -72,18 +85,20 @@ def _scribble(canvas, rng, length):
     canvas[ys[keep], xs[keep]] = np.maximum(canvas[ys[keep], xs[keep]], value)
 
 
-def megapixel_digits(n, canvas=512, noise=6, digits_per_image=5, upscale=4, seed=0):
-    """`(n, canvas, canvas, 1)` uint8 images and `(n,)` int32 labels."""
+def megapixel_digits(n, canvas=512, noise=6, digits_per_image=5, upscale=4, seed=0,
+                     n_classes=10):
+    """`(n, canvas, canvas, 1)` uint8 images and `(n,)` int32 labels (digits
+    `0 .. n_classes - 1` only)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     digit_images, digit_labels = _digits(upscale)
-    by_class = [np.flatnonzero(digit_labels == c) for c in range(10)]
+    by_class = [np.flatnonzero(digit_labels == c) for c in range(n_classes)]
     side = digit_images.shape[1]
     x = np.zeros((n, canvas, canvas), np.uint8)
-    y = rng.integers(0, 10, n).astype("int32")
+    y = rng.integers(0, n_classes, n).astype("int32")
     for i in range(n):
-        others = rng.choice([c for c in range(10) if c != y[i]], 2, replace=False)
+        others = rng.choice([c for c in range(n_classes) if c != y[i]], 2, replace=False)
         classes = [y[i]] * 3 + list(others)
         boxes = []
         for cls in classes[:digits_per_image]:
@@ -115,7 +130,7 @@ def build(variant, args, n_patches, seed):
         for _ in range(4):
             x = keras.layers.Conv2D(16, 3, padding="same", activation="leaky_relu")(x)
         x = keras.layers.GlobalMaxPooling2D()(x)
-        outputs = keras.layers.Dense(10, activation="softmax")(x)
+        outputs = keras.layers.Dense(args.classes, activation="softmax")(x)
         model = keras.Model(inputs, outputs)
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -128,21 +143,27 @@ def build(variant, args, n_patches, seed):
             weight.assign(keras.ops.zeros(weight.shape))
         attention.trainable = False
     model = kas.AttentionSamplingModel(
-        10, attention_network=attention, scale=args.scale, n_patches=n_patches,
+        args.classes, attention_network=attention, scale=args.scale, n_patches=n_patches,
         patch_size=args.patch_size, samples_per_image=args.samples_per_image,
-        rescale=1 / 255, seed=seed,
+        baseline=args.baseline, rescale=1 / 255, seed=seed,
     )
     model.build(shape)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        attention_optimizer=keras.optimizers.Adam(1e-3, beta_1=args.attention_beta1),
+        metrics=["accuracy"])
     return model
 
 
 def run(variant, n_patches, seed, data, args):
+    import keras
+
     x_train, y_train, x_test, y_test = data
+    keras.backend.clear_session()
     model = build(variant, args, n_patches, seed)
     t0 = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=args.batch_size,
-                        epochs=args.epochs, verbose=0, shuffle=True)
+                        epochs=args.epochs, verbose=args.verbose, shuffle=True)
     seconds = time.perf_counter() - t0
     logs = model.evaluate(x_test, y_test, batch_size=args.batch_size,
                           verbose=0, return_dict=True)
@@ -158,14 +179,21 @@ def run(variant, n_patches, seed, data, args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="canvas 256, patch 40, 1024 train / 256 test images, "
-                        "4 epochs, samples_per_image 1, 2 seeds (full: canvas "
-                        "1500, patch 50, 5000 / 1000 images, 20 epochs, "
-                        "samples_per_image 2, 3 seeds)")
+                        help="canvas 128, 16x16 digits of classes 0-3, scale 4, "
+                        "patch 20, 1024 train / 512 test images, 10 epochs, "
+                        "samples_per_image 2, 1 seed (full: canvas 1500, 32x32 "
+                        "digits of 10 classes, scale 8, patch 50, 5000 / 1000 "
+                        "images, 20 epochs, samples_per_image 2, 3 seeds)")
     parser.add_argument("--canvas", type=int)
     parser.add_argument("--noise", type=int, help="scribbles per image "
                         "(default 50 at 1500, scaled with the canvas area)")
-    parser.add_argument("--scale", type=int, default=8)
+    parser.add_argument("--scale", type=int)
+    parser.add_argument("--classes", type=int, help="digit classes used (3..10)")
+    parser.add_argument("--verbose", type=int, default=0, help="fit verbosity")
+    parser.add_argument("--upscale", type=int,
+                        help="digit size = 8 x upscale pixels")
+    parser.add_argument("--baseline", default="leave_one_out")
+    parser.add_argument("--attention-beta1", type=float, default=0.9)
     parser.add_argument("--patch-size", type=int)
     parser.add_argument("--budgets", default="1,5,20")
     parser.add_argument("--variants", default="learned,uniform,downsampled CNN")
@@ -180,13 +208,22 @@ def main():
                         "of an earlier run (with the same flags), e.g. one that "
                         "was stopped before all runs finished")
     args = parser.parse_args()
-    quick = {"canvas": 256, "train": 1024, "test": 256, "epochs": 4, "seeds": 2,
-             "patch_size": 40, "samples_per_image": 1}
+    quick = {"canvas": 128, "train": 1024, "test": 512, "epochs": 10, "seeds": 1,
+             "patch_size": 20, "samples_per_image": 2, "scale": 4, "upscale": 2,
+             "classes": 4}
     full = {"canvas": 1500, "train": 5000, "test": 1000, "epochs": 20, "seeds": 3,
-            "patch_size": 50, "samples_per_image": 2}
+            "patch_size": 50, "samples_per_image": 2, "scale": 8, "upscale": 4,
+            "classes": 10}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    digit = 8 * args.upscale
+    if digit / args.scale < 4:
+        parser.error(f"a {digit}px digit is {digit / args.scale:g}px at the "
+                     f"attention view (scale {args.scale}): need >= 4")
+    if args.patch_size - digit + 1 < args.scale:
+        parser.error(f"patch {args.patch_size} cannot always cover a {digit}px "
+                     f"digit from cell centres {args.scale}px apart")
     if args.noise is None:
         args.noise = max(1, round(50 * (args.canvas / 1500) ** 2))
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -206,8 +243,10 @@ def main():
     args.partial = False
 
     t0 = time.perf_counter()
-    x_train, y_train = megapixel_digits(args.train, args.canvas, args.noise, seed=1)
-    x_test, y_test = megapixel_digits(args.test, args.canvas, args.noise, seed=2)
+    x_train, y_train = megapixel_digits(args.train, args.canvas, args.noise,
+                                        upscale=args.upscale, seed=1, n_classes=args.classes)
+    x_test, y_test = megapixel_digits(args.test, args.canvas, args.noise,
+                                      upscale=args.upscale, seed=2, n_classes=args.classes)
     print(f"data: {x_train.shape} {x_train.dtype}, {time.perf_counter() - t0:.0f} s",
           flush=True)
     data = (x_train, y_train, x_test, y_test)
@@ -223,6 +262,8 @@ def main():
 
 def report(args, budgets, variants, results):
     import numpy as np
+
+    digit = 8 * args.upscale
 
     def cell(values, pct=True):
         values = np.array(values) * (100 if pct else 1)
@@ -281,20 +322,28 @@ def report(args, budgets, variants, results):
         _common.machine_block(),
         "",
         f"Setting: {setting} — canvas {args.canvas}x{args.canvas} uint8 "
-        f"(1 channel), 5 digits of 32x32 (scikit-learn's 8x8 digits upscaled "
-        f"4x; 3 of the target class, 2 others, no overlap), {args.noise} line "
+        f"(1 channel), 5 digits of {digit}x{digit} (scikit-learn's 8x8 digits "
+        f"upscaled {args.upscale}x; 3 of the target class, 2 others, no "
+        f"overlap), {args.noise} line "
         f"scribbles, attention view scale {args.scale} "
-        f"({args.canvas // args.scale}x{args.canvas // args.scale}), "
+        f"({args.canvas // args.scale}x{args.canvas // args.scale}; a digit is "
+        f"{digit // args.scale}x{digit // args.scale} there), patches of "
+        f"{args.patch_size}x{args.patch_size} (cell centres {args.scale} px "
+        f"apart, so some cell's patch covers a whole digit), "
         f"{args.train} training / {args.test} test images, {args.epochs} "
         f"epochs of batch {args.batch_size}, samples_per_image="
-        f"{args.samples_per_image}, Adam 1e-3 (attention: the package default "
-        f"Adam 1e-3, beta_1 0.999), {args.seeds} seeds (mean ± std). "
+        f"{args.samples_per_image}, baseline `{args.baseline}`, feature "
+        f"network Adam 1e-3, attention network Adam(1e-3, beta_1="
+        f"{args.attention_beta1:g}) (same settings for learned and uniform), "
+        f"{args.seeds} seed{'s' if args.seeds > 1 else ''} (mean ± std). "
         "*uniform* is the same model with a frozen, zero-initialised "
         "one-filter attention head (`AttentionMap(blocks=0)`, "
         "`trainable=False`): its map is exactly uniform for every image. "
-        "Chance is 10%. Time is the training time per run.",
+        f"Digits 0..{args.classes - 1} only ({args.classes} classes): chance is "
+        f"{100 / args.classes:.0f}%. Time is the training time per run.",
         "",
-        f"Command: `python examples/benchmarks/accuracy.py{' --quick' if args.quick else ''}`",
+        f"Command: `python examples/benchmarks/accuracy.py{' --quick' if args.quick else ''}"
+        + "".join(f" {a}" for a in sys.argv[1:] if a != "--quick") + "`",
         "",
         _common.markdown_table(header, rows),
     ] + partial_note + [

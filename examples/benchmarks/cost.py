@@ -3,14 +3,22 @@ versus a CNN on the whole full-resolution image and on a 5x-downsampled one.
 
 Models (3 classes, `uint8` RGB input, rescaled by 1/255 inside the model):
 
-- `attention x1`: `kas.AttentionSamplingModel(scale=5, n_patches=20,
+- `attention x1`: `kas.AttentionSamplingModel(scale=S, n_patches=20,
   patch_size=50, samples_per_image=1)` (the per-image cost);
 - `attention x4`: the same with the seed's `samples_per_image=4` (each image
-  of a training batch is drawn 4 times);
+  of a training batch is drawn 4 times; the attention map is computed once
+  per image and only the map is repeated);
+- `attention x1 (scale 5)`: `attention x1` with `scale=5` at every size (its
+  attention view grows with the image).
+
+`S` is set by `--view`: with `fixed` (default) `S = round(5 * W / 1388)`
+(5 at 1388x1040, 10 at 2776x2080, 20 at 5552x4160), so the attention network
+always reads a ~278x208 view and only the downsampling pass reads every
+pixel; with `scale`, `S = 5` at every size.
 - `full-res CNN`: the seed's feature CNN (4 x Conv2D 3x3 16 leaky ReLU +
   GlobalMaxPool + Dense softmax) on the whole full-resolution image;
-- `downsampled CNN`: the same CNN after a 5x5 average pooling (in the model,
-  as the attention model's low-resolution view).
+- `downsampled CNN`: the same CNN after an SxS average pooling (in the model,
+  as the attention model's low-resolution view: same `S`).
 
 Every configuration runs in a fresh subprocess: build + compile, one
 warm-up training step (tracing), timed `train_on_batch` steps, then timed
@@ -41,7 +49,16 @@ import _common  # noqa: E402
 
 SECTION = "cost"
 SIZES = {"1388x1040": (1040, 1388), "2776x2080": (2080, 2776), "5552x4160": (4160, 5552)}
-MODELS = ("attention x1", "attention x4", "full-res CNN", "downsampled CNN")
+MODELS = ("attention x1", "attention x4", "attention x1 (scale 5)",
+          "full-res CNN", "downsampled CNN")
+REFERENCE_WIDTH = 1388
+
+
+def view_scale(kind, width, view):
+    """Downsampling factor of `kind` at image `width` under `--view`."""
+    if kind.endswith("(scale 5)") or view == "scale":
+        return 5
+    return max(1, int(round(5 * width / REFERENCE_WIDTH)))
 NUM_CLASSES = 3
 
 
@@ -57,7 +74,7 @@ def seed_cnn(keras, num_classes, name):
     ]
 
 
-def build_model(kind, height, width, seed=0):
+def build_model(kind, height, width, scale=5, seed=0):
     import keras
 
     import keras_attention_sampling as kas
@@ -65,7 +82,7 @@ def build_model(kind, height, width, seed=0):
     keras.utils.set_random_seed(seed)
     if kind.startswith("attention"):
         model = kas.AttentionSamplingModel(
-            NUM_CLASSES, scale=5, n_patches=20, patch_size=50,
+            NUM_CLASSES, scale=scale, n_patches=20, patch_size=50,
             samples_per_image=4 if kind.endswith("x4") else 1,
             rescale=1 / 255, seed=seed,
         )
@@ -75,7 +92,7 @@ def build_model(kind, height, width, seed=0):
     inputs = keras.Input((height, width, 3), dtype="uint8")
     x = keras.layers.Rescaling(1 / 255)(inputs)
     if kind == "downsampled CNN":
-        x = keras.layers.AveragePooling2D(5)(x)
+        x = keras.layers.AveragePooling2D(scale)(x)
     for layer in seed_cnn(keras, NUM_CLASSES, "cnn"):
         x = layer(x)
     model = keras.Model(inputs, x)
@@ -95,11 +112,13 @@ def worker(args):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
     y = rng.integers(0, NUM_CLASSES, (batch,)).astype("int32")
-    model = build_model(args.model, height, width)
+    scale = args.scale or view_scale(args.model, width, "fixed")
+    model = build_model(args.model, height, width, scale=scale)
     baseline = _common.rss_mb()
     exact = _common.reset_peak_rss()
     result = {"model": args.model, "size": args.size or f"{width}x{height}",
               "batch": batch, "backend": keras.backend.backend(),
+              "scale": scale if args.model != "full-res CNN" else None,
               "baseline_mb": baseline, "params": model.count_params(),
               "exact_peak": exact}
     # Prediction first: memory a step frees stays in the process (allocator
@@ -176,6 +195,9 @@ def main():
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--view", choices=("fixed", "scale"), default="fixed",
+                        help="fixed: scale = round(5 W / 1388), a ~278x208 "
+                             "attention view at every size; scale: scale 5")
     parser.add_argument("--full-res-batch", default="8,2,1",
                         help="first batch tried for the full-res CNN at each size; "
                              "halved down to 1 while it does not fit --max-rss-gb")
@@ -186,6 +208,8 @@ def main():
     parser.add_argument("--profile", action="store_true", default=True)
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--command-note", default="",
+                        help="text added after the command line in the doc")
     parser.add_argument("--save-json", help="save the measurements to this file")
     parser.add_argument("--merge-json", help="start from the measurements saved "
                         "here and re-measure only the selected configurations")
@@ -196,6 +220,7 @@ def main():
     parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -222,11 +247,13 @@ def main():
             errors.pop((kind, size), None)
             notes = []
             while True:
+                scale = view_scale(kind, SIZES[size][1], args.view)
                 cmd = [os.path.abspath(__file__), "--worker", "--model", kind,
-                       "--size", size, "--batch", str(batch), "--repeats", str(repeats)]
+                       "--size", size, "--batch", str(batch), "--repeats", str(repeats),
+                       "--scale", str(scale)]
                 if args.profile:
                     cmd.append("--profile")
-                print(f"== {kind} {size} batch {batch}", flush=True)
+                print(f"== {kind} {size} batch {batch} scale {scale}", flush=True)
                 out, error = _common.run_worker(cmd, backend=backend, timeout=args.timeout,
                                                 max_rss_gb=args.max_rss_gb)
                 final = [r for r in out if not r.get("partial")]
@@ -265,18 +292,18 @@ def _fmt_s(value):
 
 def report(args, backend, sizes, models, results, errors):
     by = {(r["model"], r["size"]): r for r in results}
-    header = ["model", "image", "batch", "train step / image", "predict / image",
+    header = ["model", "image", "S", "batch", "train step / image", "predict / image",
               "peak RSS", "peak above baseline (train)", "peak above (predict)"]
     rows = []
     for size in sizes:
         for kind in models:
             r = by.get((kind, size))
             if r is None:
-                rows.append([kind, size, "–", errors.get((kind, size), "not run"),
+                rows.append([kind, size, "", "–", errors.get((kind, size), "not run"),
                              "", "", "", ""])
                 continue
             rows.append([
-                kind, size, r["batch"],
+                kind, size, r.get("scale") or "–", r["batch"],
                 _fmt_s(r.get("train_s")) if "train_s" in r else errors.get((kind, size), "–"),
                 _fmt_s(r.get("predict_s")),
                 f"{r['train_peak_mb'] / 1024:.2f} GB" if "train_peak_mb" in r else "–",
@@ -293,40 +320,50 @@ def report(args, backend, sizes, models, results, errors):
         return None if r is None else r.get(key)
 
     small = sizes[0]
+
+    def ratio(a, b, fmt="{:.2f}x"):
+        return fmt.format(a / b) if a and b else "–"
+
     for size in sizes:
         full_t = get("full-res CNN", size, "train_s")
         as_t = get("attention x1", size, "train_s")
         full_m = get("full-res CNN", size, "train_peak_above_mb")
         as_m = get("attention x1", size, "train_peak_above_mb")
-        as_t0 = get("attention x1", small, "train_s")
-        full_t0 = get("full-res CNN", small, "train_s")
         ratio_rows.append([
             size,
-            f"{full_t / as_t:.0f}x" if full_t and as_t else "–",
-            f"{full_m / as_m:.0f}x" if full_m and as_m else "–",
-            f"{as_t / as_t0:.2f}x" if as_t and as_t0 else "–",
-            f"{full_t / full_t0:.1f}x" if full_t and full_t0 else "–",
-            f"{get('attention x4', size, 'train_s') / as_t:.2f}x"
-            if as_t and get("attention x4", size, "train_s") else "–",
+            get("attention x1", size, "scale") or "–",
+            ratio(full_t, as_t, "{:.0f}x"),
+            ratio(full_m, as_m, "{:.1f}x"),
+            ratio(as_t, get("attention x1", small, "train_s")),
+            ratio(as_m, get("attention x1", small, "train_peak_above_mb")),
+            ratio(get("attention x1 (scale 5)", size, "train_s"),
+                  get("attention x1 (scale 5)", small, "train_s")),
+            ratio(full_t, get("full-res CNN", small, "train_s"), "{:.1f}x"),
+            ratio(get("attention x4", size, "train_s"), as_t),
         ])
-    ratio_header = ["image", "full-res / attention x1 (train time)",
+    ratio_header = ["image", "scale S", "full-res / attention x1 (train time)",
                     "full-res / attention x1 (train memory above baseline)",
-                    f"attention x1 time vs {small}", f"full-res time vs {small}",
+                    f"attention x1 time vs {small}",
+                    f"attention x1 memory above baseline vs {small}",
+                    f"attention x1 (scale 5) time vs {small}",
+                    f"full-res time vs {small}",
                     "attention x4 / x1 (time per image)"]
     print()
     _common.print_table(ratio_header, ratio_rows)
 
     profile_rows = []
     for size in sizes:
-        prof = get("attention x1", size, "profile")
-        if prof:
+        for kind in ("attention x1", "attention x1 (scale 5)"):
+            prof = get(kind, size, "profile")
+            if not prof:
+                continue
             total = sum(v for k, v in prof.items() if "alternative" not in k)
-            profile_rows.append([size] + [
+            profile_rows.append([size, f"{kind}, S={get(kind, size, 'scale')}"] + [
                 f"{v * 1e3:.1f} ms ({100 * v / total:.0f}%)" for v in prof.values()])
     profile_header = None
     if profile_rows:
         names = list(next(r for r in results if r.get("profile"))["profile"])
-        profile_header = ["image"] + names
+        profile_header = ["image", "model"] + names
         print()
         _common.print_table(profile_header, profile_rows)
 
@@ -341,10 +378,21 @@ def report(args, backend, sizes, models, results, errors):
         "for the backend), divided by the batch size; median of the timed "
         f"calls after one warm-up step ({args.repeats} timed calls, "
         f"{args.full_res_repeats} for the full-res CNN). *attention x1/x4*: "
-        "`AttentionSamplingModel(scale=5, n_patches=20, patch_size=50, "
-        "samples_per_image=1/4, rescale=1/255)`; *full-res CNN*: the seed's "
+        "`AttentionSamplingModel(scale=S, n_patches=20, patch_size=50, "
+        "samples_per_image=1/4, rescale=1/255)` with "
+        + ("`S = round(5 W / 1388)` (`--view fixed`: 5 at 1388x1040, 10 at "
+           "2776x2080, 20 at 5552x4160), so the attention network always "
+           "reads a ~278x208 view and only the downsampling pass reads every "
+           "pixel; " if args.view == "fixed" else "`S = 5` at every size "
+           "(`--view scale`); ")
+        + "*attention x1 (scale 5)*: attention x1 with `scale=5` at every "
+        "size (its attention view grows with the image: 1110x832 at "
+        "5552x4160); with `samples_per_image=4` the attention map is computed "
+        "once per image and only the map is repeated for the draws; "
+        "*full-res CNN*: the seed's "
         "feature CNN (4 x Conv2D 3x3 16 + GlobalMaxPool + Dense) on the whole "
-        "image; *downsampled CNN*: the same after 5x5 average pooling. uint8 "
+        "image; *downsampled CNN*: the same after SxS average pooling (the "
+        "attention view's S). uint8 "
         "RGB input, 3 classes. Each configuration ran in a fresh process; "
         "*peak above baseline* is the peak RSS minus the RSS after imports, "
         "model build and data creation (kernel `VmHWM` reset there); "
@@ -354,12 +402,14 @@ def report(args, backend, sizes, models, results, errors):
         f"past {args.max_rss_gb:g} GB RSS is killed and the full-res CNN is "
         "retried at half the batch (see the notes below the tables).",
         "",
-        f"Command: `python examples/benchmarks/cost.py --backend {backend}`",
+        f"Command: `python examples/benchmarks/cost.py --backend {backend} "
+        f"--view {args.view}`" + (f" ({args.command_note})" if args.command_note else ""),
         "",
         _common.markdown_table(header, rows),
         "",
         "Ratios (targets: at 1388x1040 full-res / attention ≥ 25x in time and "
-        "≥ 10x in memory; at 5552x4160 attention ≤ 2x its 1388x1040 cost):",
+        "≥ 10x in memory above baseline; at 5552x4160 attention ≤ 2x its "
+        "1388x1040 cost):",
         "",
         _common.markdown_table(ratio_header, ratio_rows),
     ]

@@ -12,7 +12,9 @@ choice and reports
   `negative_loss` rewards are unbounded), so rewards can be compared; lower
   is better (fewer draws for the same signal-to-noise ratio);
 
-for baseline `none` / `mean` (batch mean, the default) / `moving_average`,
+for baseline `none` / `mean` (batch mean, the default) / `leave_one_out`
+(for each draw, the mean reward of the other draws of the same image) /
+`moving_average`,
 reward `bounded` (default) / `negative_loss`, and sampling with replacement
 (default) / without (Gumbel-top-k).
 
@@ -112,7 +114,7 @@ def main():
         (reward, baseline, replace)
         for replace in (True, False)
         for reward in ("bounded", "negative_loss")
-        for baseline in ("none", "mean", "moving_average")
+        for baseline in ("none", "mean", "leave_one_out", "moving_average")
     ]
     # Snapshot the non-trainable state (BatchNorm statistics) so every
     # configuration starts from the same weights.
@@ -183,6 +185,13 @@ def conclusions(results, noise=0.2):
         lines.append(f"{reward} reward, with replacement: " + compare(
             rel(reward, "mean", True), rel(reward, "moving_average", True),
             "the batch mean", "the moving average"))
+    for reward in ("bounded", "negative_loss"):
+        lines.append(f"{reward} reward, with replacement: " + compare(
+            rel(reward, "leave_one_out", True), rel(reward, "mean", True),
+            "the leave-one-out baseline", "the batch mean"))
+    lines.append("bounded reward, without replacement: " + compare(
+        rel("bounded", "leave_one_out", False), rel("bounded", "mean", False),
+        "the leave-one-out baseline", "the batch mean"))
     lines.append("batch-mean baseline, with replacement: " + compare(
         rel("bounded", "mean", True), rel("negative_loss", "mean", True),
         "the bounded reward", "the raw reward (negative_loss)"))
@@ -230,6 +239,8 @@ def report(args, results, pre_logs, n_values):
         "is comparable across reward scales (`negative_loss` rewards are "
         "larger than `bounded` ones). Ratios are relative to the package "
         "default (bounded reward, batch-mean baseline, with replacement). "
+        "*leave_one_out*: for each draw, the mean reward of the other "
+        f"{args.samples_per_image - 1} draws of the same image. "
         "The entropy weight is set to 0 for the draws (its gradient is "
         "deterministic), and ‖mean gradient‖² is corrected for the draw noise "
         "(‖mean‖² − total variance / draws). With 100 draws the variance "

@@ -1,8 +1,12 @@
 """Attention-sampling training step time and memory from 1 to 64+ megapixels.
 
 Square RGB uint8 images of `--megapixels` (default 1, 4, 16, 64) x 2^20
-pixels; `AttentionSamplingModel(scale=5, n_patches=20, patch_size=50,
-samples_per_image=1, rescale=1/255)` at `--batch` images per step, next to
+pixels; `AttentionSamplingModel(scale=S, n_patches=20, patch_size=50,
+samples_per_image=1, rescale=1/255)` at `--batch` images per step. With
+`--view fixed` (default) `S = 5 * side / 1024` (5 at 1 MP ... 40 at 64 MP),
+so the attention network always reads a 204x204 view; with `--view scale`,
+`S = 5`. The `scale 5` series (`S = 5` at every size, its view growing with
+the image) is also measured up to `--scale5-max-mp`. Next to them
 the full-resolution CNN baseline (the seed's 4 x Conv2D 16 + GlobalMaxPool +
 Dense on the whole image, batch 1) up to `--baseline-max-mp`. Each point runs
 in a fresh subprocess (the worker of `cost.py`): time per image of one
@@ -32,6 +36,13 @@ def side(megapixels):
     return int(round(math.sqrt(megapixels * 2**20)))
 
 
+def view_scale(side_px, view):
+    return 5 if view == "scale" else max(1, int(round(5 * side_px / 1024)))
+
+
+SERIES = ("attention x1", "attention x1 (scale 5)", "full-res CNN")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", default=None)
@@ -39,24 +50,47 @@ def main():
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--baseline-max-mp", type=float, default=4)
+    parser.add_argument("--view", choices=("fixed", "scale"), default="fixed")
+    parser.add_argument("--scale5-max-mp", type=float, default=16,
+                        help="largest size of the scale-5 series (0: skip it)")
     parser.add_argument("--max-rss-gb", type=float, default=12.0)
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--from-log", help="re-render the table and plot from "
+                        "the stdout of an earlier run (same flags)")
     args = parser.parse_args()
     backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
     megapixels = [float(m) for m in args.megapixels.split(",")]
     results, errors = [], {}
-    for kind in ("attention x1", "full-res CNN"):
+    if args.from_log:
+        import ast
+
+        with open(args.from_log) as handle:
+            for line in handle:
+                if line.strip().startswith("{'model'"):
+                    r = ast.literal_eval(line.strip())
+                    s = int(r["size"].split("x")[0])
+                    results.append(dict(r, side=s, mp=round(s * s / 2**20, 3)))
+        report(args, backend, megapixels, results, errors)
+        return
+    for kind in SERIES:
+        if kind.endswith("(scale 5)") and args.view == "scale":
+            continue  # the main series is already at scale 5
         for mp in megapixels:
             if kind == "full-res CNN" and mp > args.baseline_max_mp:
                 continue
+            if kind.endswith("(scale 5)") and mp > args.scale5_max_mp:
+                continue
             s = side(mp)
+            scale = 5 if kind.endswith("(scale 5)") else view_scale(s, args.view)
             batch = args.batch if kind.startswith("attention") else 1
             repeats = args.repeats if kind.startswith("attention") else 1
-            print(f"== {kind} {s}x{s} ({mp:g} MP) batch {batch}", flush=True)
+            print(f"== {kind} {s}x{s} ({mp:g} MP) batch {batch} scale {scale}",
+                  flush=True)
             out, error = _common.run_worker(
                 [COST, "--worker", "--model", kind, "--height", str(s), "--width",
-                 str(s), "--batch", str(batch), "--repeats", str(repeats)],
+                 str(s), "--batch", str(batch), "--repeats", str(repeats),
+                 "--scale", str(scale)],
                 backend=backend, timeout=args.timeout, max_rss_gb=args.max_rss_gb)
             final = [r for r in out if not r.get("partial")] or out
             if final:
@@ -70,22 +104,26 @@ def main():
 
 
 def report(args, backend, megapixels, results, errors):
-    header = ["image", "megapixels", "model", "batch", "train step / image",
+    header = ["image", "megapixels", "model", "S", "batch", "train step / image",
               "predict / image", "peak above baseline (train)", "peak RSS"]
     rows = []
-    for r in sorted(results, key=lambda r: (r["model"], r["mp"])):
+    for r in sorted(results, key=lambda r: (SERIES.index(r["model"]), r["mp"])):
         rows.append([
-            f"{r['side']}x{r['side']}", f"{r['mp']:g}", r["model"], r["batch"],
+            f"{r['side']}x{r['side']}", f"{r['mp']:g}", r["model"],
+            r.get("scale") or "–", r["batch"],
             f"{r['train_s']:.3f} s", f"{r['predict_s']:.3f} s" if "predict_s" in r else "–",
             f"{r['train_peak_above_mb']:.0f} MB", f"{r['train_peak_mb'] / 1024:.2f} GB",
         ])
     _common.print_table(header, rows)
-    att = {r["mp"]: r for r in results if r["model"] == "attention x1"}
     ratio_lines = []
-    if att:
+    for kind, label in (("attention x1", f"attention sampling ({args.view} view)"),
+                        ("attention x1 (scale 5)", "attention sampling (scale 5)")):
+        att = {r["mp"]: r for r in results if r["model"] == kind}
+        if len(att) < 2:
+            continue
         lo, hi = min(att), max(att)
         ratio_lines.append(
-            f"attention sampling, {hi:g} MP vs {lo:g} MP ({hi / lo:g}x the pixels): "
+            f"{label}, {hi:g} MP vs {lo:g} MP ({hi / lo:g}x the pixels): "
             f"{att[hi]['train_s'] / att[lo]['train_s']:.1f}x the step time, "
             f"{att[hi]['train_peak_above_mb'] / att[lo]['train_peak_above_mb']:.1f}x "
             "the peak memory above baseline")
@@ -107,15 +145,23 @@ def report(args, backend, megapixels, results, errors):
         "",
         _common.machine_block(backends=[backend]),
         "",
-        "Square RGB uint8 images; `AttentionSamplingModel(scale=5, n_patches=20, "
+        "Square RGB uint8 images; `AttentionSamplingModel(scale=S, n_patches=20, "
         f"patch_size=50, samples_per_image=1, rescale=1/255)` at batch "
-        f"{args.batch} versus the full-resolution CNN (batch 1, only up to "
+        f"{args.batch}, "
+        + ("with `S = 5 * side / 1024` (`--view fixed`: 5 at 1 MP, 10 at 4 MP, "
+           "20 at 16 MP, 40 at 64 MP), so the attention network always reads a "
+           "204x204 view and only the downsampling pass reads every pixel; "
+           "*attention x1 (scale 5)* keeps `S = 5` (its view grows with the "
+           f"image; measured up to {args.scale5_max_mp:g} MP); "
+           if args.view == "fixed" else "with `S = 5` at every size; ")
+        + "versus the full-resolution CNN (batch 1, only up to "
         f"{args.baseline_max_mp:g} MP by default: beyond, one step takes "
         "minutes). One `train_on_batch` per image (median after a warm-up "
         "step), peak RSS above the RSS after imports + build + data, each "
         "point in a fresh process.",
         "",
-        f"Command: `python examples/benchmarks/scaling.py --backend {backend}`",
+        f"Command: `python examples/benchmarks/scaling.py --backend {backend} "
+        f"--view {args.view}`",
         "",
         _common.markdown_table(header, rows),
         "",
@@ -135,12 +181,19 @@ def plot(results):
     os.makedirs(_common.IMAGES, exist_ok=True)
     path = os.path.join(_common.IMAGES, "scaling.png")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for kind, style in (("attention x1", "o-"), ("full-res CNN", "s--")):
-        points = sorted((r["mp"], r) for r in results if r["model"] == kind)
+    labels = {"attention x1": "attention sampling, fixed 204² view (20 x 50²)",
+              "attention x1 (scale 5)": "attention sampling, scale 5 (20 x 50²)",
+              "full-res CNN": "full-res CNN"}
+    for kind, style in (("attention x1", "o-"), ("attention x1 (scale 5)", "^:"),
+                        ("full-res CNN", "s--")):
+        points = sorted(((r["mp"], i), r) for i, r in enumerate(results)
+                        if r["model"] == kind)
         if not points:
             continue
-        mps = [p for p, _ in points]
-        label = "attention sampling (20 x 50²)" if kind.startswith("attention") else kind
+        mps = [p for (p, _), _ in points]
+        label = labels[kind]
+        if kind == "attention x1" and all(r.get("scale") == 5 for _, r in points):
+            label = "attention sampling, scale 5 (20 x 50²)"
         axes[0].plot(mps, [r["train_s"] for _, r in points], style, label=label)
         axes[1].plot(mps, [max(r["train_peak_above_mb"], 1) for _, r in points],
                      style, label=label)
@@ -151,7 +204,7 @@ def plot(results):
         ax.set_yscale("log")
         ax.set_xlabel("image size (megapixels)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        ax.legend(loc="lower right", fontsize="small")
     fig.suptitle("Cost versus image size (CPU)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
