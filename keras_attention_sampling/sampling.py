@@ -70,6 +70,7 @@ def sample_cells(log_probs, n_patches, replace=True, seed=None):
     Returns:
         int32 `(B, n_patches)` flat cell indices, in draw order.
     """
+    log_probs = ops.convert_to_tensor(log_probs, "float32")
     if replace:
         cells = random.categorical(log_probs, n_patches, seed=seed)
         return ops.cast(cells, "int32")

@@ -168,6 +168,9 @@ def test_estimator_variants_train(data, replace, reward, baseline):
 
 
 def test_mixed_precision_training(data):
+    if BACKEND == "torch":
+        pytest.skip("torch 2.13 on CPU cannot backpropagate bfloat16 convolutions "
+                    "(slow_conv2d: grad_weight must be contiguous)")
     x, y = data
     model = small_model(dtype="mixed_bfloat16",
                         attention_network=kas.AttentionMap(blocks=1, filters=4, dtype="mixed_bfloat16"),
