@@ -150,7 +150,8 @@ def parse_args(argv=None):
     data.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"),
                       help="generated image size: default %d %d, --quick %d %d. "
                       "With --data-dir, images are centre-cropped/padded to it "
-                      "(default: their own size)" % (FULL["image_size"] + QUICK["image_size"]))
+                      "(default: their own size)"
+                      % (FULL["image_size"] + QUICK["image_size"]))
     data.add_argument("--n-per-class", type=int, help="generated images per class."
                       f" Default {FULL['n_per_class']}, --quick {QUICK['n_per_class']}")
     data.add_argument("--images-per-slide", type=int, help="generated images per "
