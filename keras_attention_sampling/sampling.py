@@ -106,7 +106,8 @@ def draw_log_prob(log_probs, cells, replace=True):
     sampled = ops.take_along_axis(log_probs, ops.cast(cells, "int32"), axis=1)
     if replace:
         return sampled
-    mass_before = ops.cumsum(ops.exp(sampled), axis=1) - ops.exp(sampled)
+    probabilities = ops.exp(sampled)
+    mass_before = ops.cumsum(probabilities, axis=1) - probabilities
     # Clamp keeps the last draws finite when float rounding makes the used
     # mass reach 1; those draws then carry a (correct) log-probability near 0.
     remaining = ops.maximum(1.0 - mass_before, _TINY)

@@ -1,4 +1,5 @@
 import keras
+import numpy as np
 from keras import ops
 
 from keras_attention_sampling import sampling
@@ -277,8 +278,6 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             outputs = self.policy_forward(batch, training=False)
             for key in keys:
                 parts[key].append(ops.convert_to_numpy(outputs[key]))
-        import numpy as np
-
         result = {key: np.concatenate(value) for key, value in parts.items()}
         result["probabilities"] = result.pop("y_pred")
         result["attention"] = np.exp(result.pop("log_attention"))

@@ -46,13 +46,19 @@ class _OptimizerRouter:
         self.default_optimizer = feature_optimizer
         self.attention_optimizer = attention_optimizer
         self._attention_variables = attention_variables
+        self._attention_ids = None
 
     def values(self):
         return [self.default_optimizer, self.attention_optimizer]
 
     def __call__(self, variable):
-        ids = {id(v) for v in self._attention_variables()}
-        return self.attention_optimizer if id(variable) in ids else self.default_optimizer
+        # MultiOptimizer asks once per variable while it builds; the set is
+        # taken then (not at compile time, when the model may be unbuilt).
+        if self._attention_ids is None:
+            self._attention_ids = {id(v) for v in self._attention_variables()}
+        if id(variable) in self._attention_ids:
+            return self.attention_optimizer
+        return self.default_optimizer
 
 
 class PolicyGradientMixin:
