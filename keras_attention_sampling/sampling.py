@@ -52,6 +52,55 @@ def safe_log(probabilities):
     return ops.log(ops.maximum(probabilities, _TINY))
 
 
+def downsample(images, scale, dtype="float32"):
+    """Average-pools images by `scale` without a float copy of the whole image.
+
+    The same values as casting to float32 and calling
+    `ops.average_pool(images, scale, scale, padding="valid")` (the last
+    `H mod scale` rows and `W mod scale` columns are dropped), but the `scale`
+    rows of each output row are summed first, one uint8 slice at a time, so
+    only a `1 / scale` image is ever held in float32. On large uint8 images
+    that is the difference between a pass that dominates the training step
+    and one that does not (4x to 7x faster at 5552x4160, `scale=20`, on CPU;
+    see the cost benchmark). Sums are kept in float32 whatever `dtype` is.
+
+    Args:
+        images: `(B, H, W, C)` tensor of any numeric dtype.
+        scale: Python int, the pooling factor in both directions.
+        dtype: dtype of the result.
+
+    Returns:
+        `(B, H // scale, W // scale, C)` tensor of `dtype`.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> x = np.arange(2 * 4 * 6 * 1, dtype="uint8").reshape(2, 4, 6, 1)
+        >>> low = downsample(x, 2)
+        >>> tuple(low.shape)
+        (2, 2, 3, 1)
+        >>> float(ops.convert_to_numpy(low)[0, 0, 0, 0])  # mean of 0, 1, 6, 7
+        3.5
+    """
+    scale = int(scale)
+    if scale < 1:
+        raise ValueError(f"downsample: scale must be a positive int, got {scale}.")
+    if scale == 1:
+        return ops.cast(images, dtype)
+    _, height, width, channels = ops.shape(images)
+    rows, cols = height // scale, width // scale
+    images = images[:, : rows * scale, : cols * scale, :]
+    # (B, rows, scale, cols * scale * C): row r of the output sums slices
+    # [:, r, i] for i < scale; each slice is cast on its own.
+    stacked = ops.reshape(images, (-1, rows, scale, cols * scale * channels))
+    total = ops.cast(stacked[:, :, 0], "float32")
+    for i in range(1, scale):
+        total = total + ops.cast(stacked[:, :, i], "float32")
+    total = ops.reshape(total, (-1, rows, cols, scale, channels))
+    low = ops.sum(total, axis=3) * (1.0 / (scale * scale))
+    return ops.cast(low, dtype)
+
+
 def sample_cells(log_probs, n_patches, replace=True, seed=None):
     """Draws `n_patches` cells per image from a flattened attention map.
 

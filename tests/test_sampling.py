@@ -137,3 +137,46 @@ def test_patches_equal_numpy_slices_borders_included(rng, padding, patch_size):
             left = int(np.floor(positions[b, n, 1])) - patch_size // 2 + pad
             expected = padded[b, top:top + patch_size, left:left + patch_size]
             np.testing.assert_array_equal(patches[b, n], expected)
+
+
+def _numpy_average_pool(images, scale):
+    batch, height, width, channels = images.shape
+    rows, cols = height // scale, width // scale
+    crop = images[:, : rows * scale, : cols * scale].astype("float64")
+    return crop.reshape(batch, rows, scale, cols, scale, channels).mean(axis=(2, 4))
+
+
+@pytest.mark.parametrize("shape,scale", [((2, 12, 18, 3), 3), ((1, 23, 17, 2), 5),
+                                         ((2, 8, 8, 1), 1)])
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_downsample_matches_average_pool(rng, shape, scale, dtype):
+    images = rng.integers(0, 256, shape).astype(dtype)
+    got = ops.convert_to_numpy(sampling.downsample(images, scale))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, _numpy_average_pool(images, scale), rtol=1e-6)
+    pooled = ops.average_pool(ops.cast(images, "float32"), scale, scale, "valid")
+    np.testing.assert_allclose(got, ops.convert_to_numpy(pooled), rtol=1e-5)
+
+
+def test_downsample_sums_in_float32_for_a_float16_result():
+    # 400 pixels of 255 sum to 102,000, past float16's largest value (65,504):
+    # summed in float16 the mean would be inf.
+    images = np.full((1, 20, 20, 1), 255, "uint8")
+    low = sampling.downsample(images, 20, "float16")
+    assert ops.convert_to_numpy(low).dtype == np.float16
+    np.testing.assert_allclose(ops.convert_to_numpy(ops.cast(low, "float32")), 255.0)
+
+
+def test_downsample_rejects_a_bad_scale():
+    with pytest.raises(ValueError, match="downsample: scale"):
+        sampling.downsample(np.zeros((1, 4, 4, 1)), 0)
+
+
+def test_downsample_traces_in_a_functional_model(rng):
+    images = rng.integers(0, 256, (2, 12, 18, 3)).astype("uint8")
+    inputs = keras.Input((12, 18, 3), dtype="uint8")
+    outputs = keras.layers.Lambda(lambda x: sampling.downsample(x, 3))(inputs)
+    model = keras.Model(inputs, outputs)
+    assert tuple(model.output_shape) == (None, 4, 6, 3)
+    np.testing.assert_allclose(model.predict(images, verbose=0),
+                               _numpy_average_pool(images, 3), rtol=1e-6)

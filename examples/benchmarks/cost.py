@@ -90,9 +90,13 @@ def build_model(kind, height, width, scale=5, seed=0):
         model.compile()
         return model
     inputs = keras.Input((height, width, 3), dtype="uint8")
-    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = inputs
     if kind == "downsampled CNN":
-        x = keras.layers.AveragePooling2D(scale)(x)
+        # The same downsampling pass as the attention model's view.
+        x = keras.layers.Lambda(
+            lambda images: kas.sampling.downsample(images, scale), name="downsample"
+        )(inputs)
+    x = keras.layers.Rescaling(1 / 255)(x)
     for layer in seed_cnn(keras, NUM_CLASSES, "cnn"):
         x = layer(x)
     model = keras.Model(inputs, x)
@@ -144,21 +148,15 @@ def worker(args):
     _common.emit(result)
 
 
-def reshape_sum_pool(images, scale):
-    """`average_pool(images, scale, scale, "valid")` as reshapes and sums.
+def cast_average_pool(images, scale):
+    """The low-resolution view as it was computed before `sampling.downsample`.
 
-    Same values as `ops.average_pool` on the cast image; an alternative for
-    `AttentionSamplingModel.low_resolution` timed by `--profile`.
+    Casts the whole batch to float32, then `ops.average_pool`; timed by
+    `--profile` next to the package's pass for comparison.
     """
     from keras import ops
 
-    batch, height, width, channels = ops.shape(images)
-    h, w = height // scale, width // scale
-    x = ops.reshape(images[:, : h * scale, : w * scale],
-                    (batch, h, scale, w * scale, channels))
-    x = ops.sum(ops.cast(x, "float32"), axis=2)
-    x = ops.sum(ops.reshape(x, (batch, h, w, scale, channels)), axis=3)
-    return x / float(scale * scale)
+    return ops.average_pool(ops.cast(images, "float32"), scale, scale, padding="valid")
 
 
 def profile(model, x, repeats):
@@ -174,8 +172,8 @@ def profile(model, x, repeats):
     patches = patches * model.rescale
     parts = {
         "low-res view": lambda: ops.convert_to_numpy(model.low_resolution(images)),
-        "low-res view (reshape-sum alternative)": lambda: ops.convert_to_numpy(
-            reshape_sum_pool(images, model.scale) * model.rescale),
+        "low-res view (cast + average_pool, before)": lambda: ops.convert_to_numpy(
+            cast_average_pool(images, model.scale) * model.rescale),
         "attention net": lambda: ops.convert_to_numpy(
             model.attention_network(low, training=True, return_log_probs=True)),
         "sample + extract": lambda: ops.convert_to_numpy(model.sampler.extract(
@@ -357,7 +355,7 @@ def report(args, backend, sizes, models, results, errors):
             prof = get(kind, size, "profile")
             if not prof:
                 continue
-            total = sum(v for k, v in prof.items() if "alternative" not in k)
+            total = sum(v for k, v in prof.items() if "before" not in k)
             profile_rows.append([size, f"{kind}, S={get(kind, size, 'scale')}"] + [
                 f"{v * 1e3:.1f} ms ({100 * v / total:.0f}%)" for v in prof.values()])
     profile_header = None
@@ -391,7 +389,8 @@ def report(args, backend, sizes, models, results, errors):
         "once per image and only the map is repeated for the draws; "
         "*full-res CNN*: the seed's "
         "feature CNN (4 x Conv2D 3x3 16 + GlobalMaxPool + Dense) on the whole "
-        "image; *downsampled CNN*: the same after SxS average pooling (the "
+        "image; *downsampled CNN*: the same after SxS average pooling by "
+        "`kas.sampling.downsample`, the attention model's own pass (the "
         "attention view's S). uint8 "
         "RGB input, 3 classes. Each configuration ran in a fresh process; "
         "*peak above baseline* is the peak RSS minus the RSS after imports, "
@@ -419,7 +418,7 @@ def report(args, backend, sizes, models, results, errors):
             "Where the attention model's time goes (eager forward pass in "
             "training mode, per image, best of the timed calls; `features + "
             "pool` is the feature network on the 20 patches; percentages of the "
-            "four parts of the model, the reshape-sum alternative not counted):",
+            "four parts of the model; the *before* column, the cast-then-`ops.average_pool` pass the package used until `sampling.downsample`, is not counted):",
             "",
             _common.markdown_table(profile_header, profile_rows),
         ]

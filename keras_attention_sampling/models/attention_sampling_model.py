@@ -177,10 +177,12 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         return (batch, height // self.scale, width // self.scale, channels)
 
     def low_resolution(self, images):
-        """The view the attention network reads: `images` average-pooled by `scale`."""
-        low = ops.cast(images, self.compute_dtype)
-        if self.scale > 1:
-            low = ops.average_pool(low, self.scale, self.scale, padding="valid")
+        """The view the attention network reads: `images` average-pooled by `scale`.
+
+        Uses `sampling.downsample`, which never holds the whole image in
+        float, so this pass stays a small part of the step on large images.
+        """
+        low = sampling.downsample(images, self.scale, dtype=self.compute_dtype)
         if self.rescale is not None:
             low = low * ops.cast(self.rescale, self.compute_dtype)
         return low
