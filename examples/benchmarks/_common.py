@@ -93,6 +93,47 @@ def backend_version(backend):
     return "?"
 
 
+def accelerator():
+    """Name and memory of the first NVIDIA GPU, or None (from `nvidia-smi`)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[0].strip() if out else None
+
+
+def device_memory_mb():
+    """`(in use, peak)` MB of accelerator memory for the current backend, or None.
+
+    JAX: its allocator's `bytes_in_use` / `peak_bytes_in_use` (the peak cannot
+    be reset, so measure in a fresh process); torch: `memory_allocated` /
+    `max_memory_allocated`. None on a CPU.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform != "gpu":
+            return None
+        stats = device.memory_stats()
+        return stats["bytes_in_use"] / 2**20, stats["peak_bytes_in_use"] / 2**20
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        torch.cuda.synchronize()
+        return (torch.cuda.memory_allocated() / 2**20,
+                torch.cuda.max_memory_allocated() / 2**20)
+    return None
+
+
 def machine_info(backends=None):
     """Dict describing the machine and the software versions."""
     import keras
@@ -107,6 +148,7 @@ def machine_info(backends=None):
         "keras": keras.__version__,
         "backends": {b: backend_version(b) for b in backends},
         "date": datetime.date.today().isoformat(),
+        "accelerator": accelerator(),
     }
 
 
@@ -114,10 +156,14 @@ def machine_block(info=None, backends=None, note=None):
     """Markdown lines describing `machine_info()`."""
     info = info or machine_info(backends)
     versions = ", ".join(f"{k} {v}" for k, v in info["backends"].items())
+    host = f"{info['cpu']} ({info['cores']} cores, {info['memory_gb']} GB RAM"
+    if info.get("accelerator"):
+        where = f"{info['accelerator']}, host {host})"
+    else:
+        where = f"{host}, shared with other jobs)"
     text = (
-        f"*Measured {info['date']} on {info['cpu']} ({info['cores']} cores, "
-        f"{info['memory_gb']} GB RAM, shared with other jobs), python "
-        f"{info['python']}, keras {info['keras']}, {versions}.*"
+        f"*Measured {info['date']} on {where}, python {info['python']}, "
+        f"keras {info['keras']}, {versions}.*"
     )
     if note:
         text += f" *{note}*"

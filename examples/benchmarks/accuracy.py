@@ -145,12 +145,14 @@ def build(variant, args, n_patches, seed):
     model = kas.AttentionSamplingModel(
         args.classes, attention_network=attention, scale=args.scale, n_patches=n_patches,
         patch_size=args.patch_size, samples_per_image=args.samples_per_image,
-        baseline=args.baseline, rescale=1 / 255, seed=seed,
+        baseline=args.baseline, entropy_weight=args.entropy_weight,
+        rescale=1 / 255, seed=seed,
     )
     model.build(shape)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
-        attention_optimizer=keras.optimizers.Adam(1e-3, beta_1=args.attention_beta1),
+        attention_optimizer=keras.optimizers.Adam(args.attention_lr,
+                                                  beta_1=args.attention_beta1),
         metrics=["accuracy"])
     return model
 
@@ -194,6 +196,8 @@ def main():
                         help="digit size = 8 x upscale pixels")
     parser.add_argument("--baseline", default="leave_one_out")
     parser.add_argument("--attention-beta1", type=float, default=0.9)
+    parser.add_argument("--attention-lr", type=float, default=1e-3)
+    parser.add_argument("--entropy-weight", type=float, default=0.05)
     parser.add_argument("--patch-size", type=int)
     parser.add_argument("--budgets", default="1,5,20")
     parser.add_argument("--variants", default="learned,uniform,downsampled CNN")
@@ -218,9 +222,9 @@ def main():
         if getattr(args, key) is None:
             setattr(args, key, value)
     digit = 8 * args.upscale
-    if digit / args.scale < 4:
+    if digit / args.scale < 2:
         parser.error(f"a {digit}px digit is {digit / args.scale:g}px at the "
-                     f"attention view (scale {args.scale}): need >= 4")
+                     f"attention view (scale {args.scale}): need >= 2")
     if args.patch_size - digit + 1 < args.scale:
         parser.error(f"patch {args.patch_size} cannot always cover a {digit}px "
                      f"digit from cell centres {args.scale}px apart")

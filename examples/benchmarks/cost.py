@@ -120,6 +120,9 @@ def worker(args):
     model = build_model(args.model, height, width, scale=scale)
     baseline = _common.rss_mb()
     exact = _common.reset_peak_rss()
+    # On a GPU the memory that matters is the device's: the columns "above
+    # baseline" then hold the allocator's peak minus what is in use here.
+    device = _common.device_memory_mb()
     result = {"model": args.model, "size": args.size or f"{width}x{height}",
               "batch": batch, "backend": keras.backend.backend(),
               "scale": scale if args.model != "full-res CNN" else None,
@@ -134,6 +137,9 @@ def worker(args):
         lambda: model.predict_on_batch(x), repeats=args.repeats, warmup=0
     ) / batch
     result["predict_peak_above_mb"] = _common.peak_rss_mb() - baseline
+    if device:
+        result["memory"] = "gpu"
+        result["predict_peak_above_mb"] = _common.device_memory_mb()[1] - device[0]
     _common.emit(dict(result, partial=True))
     t0 = time.perf_counter()
     model.train_on_batch(x, y)
@@ -143,6 +149,8 @@ def worker(args):
     ) / batch
     result["train_peak_mb"] = _common.peak_rss_mb()
     result["train_peak_above_mb"] = result["train_peak_mb"] - baseline
+    if device:
+        result["train_peak_above_mb"] = _common.device_memory_mb()[1] - device[0]
     if args.profile and args.model.startswith("attention"):
         result["profile"] = profile(model, x, args.repeats)
     _common.emit(result)
@@ -206,6 +214,9 @@ def main():
     parser.add_argument("--profile", action="store_true", default=True)
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--section", default=SECTION,
+                        help="section of docs/benchmarks.md to rewrite "
+                             "(e.g. cost-gpu for a GPU run)")
     parser.add_argument("--command-note", default="",
                         help="text added after the command line in the doc")
     parser.add_argument("--save-json", help="save the measurements to this file")
@@ -228,11 +239,23 @@ def main():
     models = args.models.split(",")
     full_batches = [int(b) for b in args.full_res_batch.split(",")]
     results, errors = [], {}
+    machine = None
     if args.merge_json and os.path.exists(args.merge_json):
         with open(args.merge_json) as handle:
             saved = json.load(handle)
         results = saved["results"]
         errors = {tuple(k.split("|")): v for k, v in saved["errors"].items()}
+        machine = saved.get("machine")
+    if not args.report_only:
+        machine = _common.machine_info([backend])
+
+    def save():
+        # After every configuration, so a run stopped early keeps what it measured.
+        if args.save_json:
+            with open(args.save_json, "w") as handle:
+                json.dump({"results": results, "machine": machine,
+                           "errors": {"|".join(k): v for k, v in errors.items()}},
+                          handle)
     for index, size in enumerate(SIZES):
         if size not in sizes or args.report_only:
             continue
@@ -271,15 +294,13 @@ def main():
                 results.append(out[-1])
             if notes:
                 errors[(kind, size)] = "; ".join(notes)
-    if args.save_json:
-        with open(args.save_json, "w") as handle:
-            json.dump({"results": results,
-                       "errors": {"|".join(k): v for k, v in errors.items()}}, handle)
+            save()
+    save()
     # Report every configuration measured so far (merged ones included).
     present = {(r["model"], r["size"]) for r in results} | set(errors)
     sizes = [s for s in SIZES if any(p[1] == s for p in present)]
     models = [m for m in MODELS if any(p[0] == m for p in present)]
-    report(args, backend, sizes, models, results, errors)
+    report(args, backend, sizes, models, results, errors, machine)
 
 
 def _fmt_s(value):
@@ -288,7 +309,7 @@ def _fmt_s(value):
     return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
 
 
-def report(args, backend, sizes, models, results, errors):
+def report(args, backend, sizes, models, results, errors, machine=None):
     by = {(r["model"], r["size"]): r for r in results}
     header = ["model", "image", "S", "batch", "train step / image", "predict / image",
               "peak RSS", "peak above baseline (train)", "peak above (predict)"]
@@ -367,10 +388,18 @@ def report(args, backend, sizes, models, results, errors):
 
     if args.no_doc:
         return
+    on_gpu = any(r.get("memory") == "gpu" for r in results)
+    gpu_note = (
+        " **On the GPU the *peak above baseline* columns are GPU memory**: the "
+        "allocator's peak (JAX `peak_bytes_in_use`, torch "
+        "`max_memory_allocated`) minus the memory in use after build; *peak "
+        "RSS* is still the host process."
+    ) if on_gpu else ""
     lines = [
-        "## Cost per image: attention sampling versus full-resolution CNN",
+        "## Cost per image: attention sampling versus full-resolution CNN"
+        + (" (GPU)" if on_gpu else ""),
         "",
-        _common.machine_block(backends=[backend]),
+        _common.machine_block(info=machine, backends=[backend]),
         "",
         "One `train_on_batch` / `predict_on_batch` (compiled by Keras' default "
         "for the backend), divided by the batch size; median of the timed "
@@ -399,7 +428,7 @@ def report(args, backend, sizes, models, results, errors):
         "over prediction and training (memory freed by a step stays cached "
         "in the process, so a second phase cannot be isolated). The full-res CNN ran at the batch shown: a worker "
         f"past {args.max_rss_gb:g} GB RSS is killed and the full-res CNN is "
-        "retried at half the batch (see the notes below the tables).",
+        "retried at half the batch (see the notes below the tables)." + gpu_note,
         "",
         f"Command: `python examples/benchmarks/cost.py --backend {backend} "
         f"--view {args.view}`" + (f" ({args.command_note})" if args.command_note else ""),
@@ -425,7 +454,7 @@ def report(args, backend, sizes, models, results, errors):
     extra = [f"{k[0]} {k[1]}: {v}" for k, v in errors.items()]
     if extra:
         lines += ["", "Notes (configurations stopped or retried):", ""] + [f"- {e}" for e in extra]
-    _common.update_section(SECTION, "\n".join(lines))
+    _common.update_section(args.section, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ def main():
     parser.add_argument("--max-rss-gb", type=float, default=12.0)
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--section", default=SECTION,
+                        help="section of docs/benchmarks.md (and name of the "
+                             "plot) to write, e.g. scaling-gpu for a GPU run")
     parser.add_argument("--from-log", help="re-render the table and plot from "
                         "the stdout of an earlier run (same flags)")
     args = parser.parse_args()
@@ -137,7 +140,7 @@ def report(args, backend, megapixels, results, errors):
             "the peak memory above baseline")
     for line in ratio_lines:
         print(line)
-    png = plot(results)
+    png = plot(results, args.section)
     if args.no_doc:
         return
     lines = [
@@ -158,7 +161,10 @@ def report(args, backend, megapixels, results, errors):
         f"{args.baseline_max_mp:g} MP by default: beyond, one step takes "
         "minutes). One `train_on_batch` per image (median after a warm-up "
         "step), peak RSS above the RSS after imports + build + data, each "
-        "point in a fresh process.",
+        "point in a fresh process."
+        + (" **On the GPU the memory columns are GPU memory**: the allocator's "
+           "peak minus the memory in use after build (*peak RSS* is the host)."
+           if any(r.get("memory") == "gpu" for r in results) else ""),
         "",
         f"Command: `python examples/benchmarks/scaling.py --backend {backend} "
         f"--view {args.view}`",
@@ -169,17 +175,18 @@ def report(args, backend, megapixels, results, errors):
     for (kind, mp), error in errors.items():
         lines.append(f"- {kind} at {mp:g} MP: {error}")
     lines += ["", f"![scaling](images/benchmarks/{os.path.basename(png)})"]
-    _common.update_section(SECTION, "\n".join(lines))
+    _common.update_section(args.section, "\n".join(lines))
 
 
-def plot(results):
+def plot(results, name="scaling"):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     os.makedirs(_common.IMAGES, exist_ok=True)
-    path = os.path.join(_common.IMAGES, "scaling.png")
+    path = os.path.join(_common.IMAGES, f"{name}.png")
+    on_gpu = any(r.get("memory") == "gpu" for r in results)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     labels = {"attention x1": "attention sampling, fixed 204² view (20 x 50²)",
               "attention x1 (scale 5)": "attention sampling, scale 5 (20 x 50²)",
@@ -198,14 +205,15 @@ def plot(results):
         axes[1].plot(mps, [max(r["train_peak_above_mb"], 1) for _, r in points],
                      style, label=label)
     axes[0].set_ylabel("training step per image (s)")
-    axes[1].set_ylabel("peak RSS above baseline (MB)")
+    axes[1].set_ylabel("peak GPU memory above baseline (MB)" if on_gpu
+                       else "peak RSS above baseline (MB)")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("image size (megapixels)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="lower right", fontsize="small")
-    fig.suptitle("Cost versus image size (CPU)")
+    fig.suptitle("Cost versus image size (GPU)" if on_gpu else "Cost versus image size (CPU)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
