@@ -12,6 +12,7 @@ from keras_attention_sampling import policy_gradient
 from keras_attention_sampling import sampling
 from keras_attention_sampling import visualize
 from keras_attention_sampling.layers import AttentionMap
+from keras_attention_sampling.layers import Downsample
 from keras_attention_sampling.layers import NormalizedFeature
 from keras_attention_sampling.layers import PatchSampler
 from keras_attention_sampling.layers import RewardBaseline
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AttentionMap",
     "AttentionSamplingModel",
+    "Downsample",
     "NormalizedFeature",
     "PatchSampler",
     "PolicyGradientMixin",

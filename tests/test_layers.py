@@ -222,3 +222,15 @@ def test_reward_baselines():
     np.testing.assert_allclose(third, (0.25 * 0.35 + 0.5 * 1.05) / 0.75, rtol=1e-5)
     with pytest.raises(ValueError, match="RewardBaseline"):
         kas.RewardBaseline("median")
+
+
+def test_downsample(tmp_path, rng):
+    images = rng.integers(0, 256, (2, 13, 17, 3)).astype("uint8")
+    layer = run_layer_test(
+        kas.Downsample, {"scale": 4, "rescale": 1 / 255}, images, (2, 3, 4, 3),
+        tmp_path, trainable=False,
+    )
+    expected = images[:, :12, :16].reshape(2, 3, 4, 4, 4, 3).mean(axis=(2, 4)) / 255
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(images)), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="Downsample: scale"):
+        kas.Downsample(0)

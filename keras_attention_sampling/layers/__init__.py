@@ -3,3 +3,4 @@ from keras_attention_sampling.layers.normalized_feature import NormalizedFeature
 from keras_attention_sampling.layers.patch_sampler import PatchSampler
 from keras_attention_sampling.layers.weighted_logit_pool import WeightedLogitPool
 from keras_attention_sampling.layers.reward_baseline import RewardBaseline
+from keras_attention_sampling.layers.downsample import Downsample
