@@ -155,6 +155,46 @@ def test_uint8_images_with_rescale(rng):
     assert 0.0 <= patches.min() and patches.max() <= 1.0
 
 
+def test_view_made_outside_the_model_gives_the_same_predictions(tmp_path, rng):
+    x = rng.integers(0, 256, (6, 32, 32, 3)).astype("uint8")
+    y = np.arange(6) % 3
+    model = small_model(rescale=1 / 255, inference_sampling="top_k")
+    inputs = {"images": x,
+              "view": ops.convert_to_numpy(sampling.downsample(x, 4)).astype("float32")}
+    model.compile(metrics=["accuracy"])
+    # Either form builds the model; the two give the same top-k prediction.
+    np.testing.assert_allclose(model.predict(inputs, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    history = model.fit(inputs, y, batch_size=3, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    explanation = model.explain(inputs, batch_size=4)
+    assert explanation["attention"].shape == (6, 8, 8)
+    path = os.path.join(tmp_path, "views.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(inputs, verbose=0), model.predict(inputs, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_host_view_matches_the_model_view(rng):
+    x = rng.integers(0, 256, (2, 33, 30, 3)).astype("uint8")
+    host = kas.datasets.low_resolution_view(x, 4)
+    assert host.dtype == np.uint8 and host.shape == (2, 8, 7, 3)
+    model_view = ops.convert_to_numpy(sampling.downsample(x, 4))
+    assert np.abs(host.astype("float32") - model_view).max() <= 0.5
+    assert kas.datasets.with_views(x, 4)["view"].shape == (2, 8, 7, 3)
+    with pytest.raises(ValueError, match="low_resolution_view: images must be uint8"):
+        kas.datasets.low_resolution_view(x.astype("float32"), 4)
+    with pytest.raises(ValueError, match="smaller than the scale"):
+        kas.datasets.low_resolution_view(x, 40)
+
+
+def test_dict_inputs_need_images_and_view(data):
+    x, _ = data
+    with pytest.raises(ValueError, match="keys 'images' and 'view'"):
+        small_model()({"images": x, "low": x[:, ::4, ::4]})
+
+
 @pytest.mark.parametrize("replace", [True, False])
 @pytest.mark.parametrize("reward,baseline", [("negative_loss", "none"), ("bounded", "moving_average")])
 def test_estimator_variants_train(data, replace, reward, baseline):

@@ -6,7 +6,9 @@
   `SyntheticLymphoma`) as a ``keras.utils.PyDataset``;
 * `split_random` / `split_by_group` make stratified image-level
   or slide-level splits;
-* `Augment` augments ``uint8`` batches on the host with numpy.
+* `Augment` augments ``uint8`` batches on the host with numpy;
+* `low_resolution_view` / `with_views` make the attention view on the
+  host, outside the training step.
 """
 
 from keras_attention_sampling.datasets.augment import Augment
@@ -21,6 +23,7 @@ from keras_attention_sampling.datasets.image_folder import (
 )
 from keras_attention_sampling.datasets.sequence import ImageSequence, ImageSource
 from keras_attention_sampling.datasets.splits import split_by_group, split_random
+from keras_attention_sampling.datasets.views import low_resolution_view, with_views
 from keras_attention_sampling.datasets.synthetic import (
     SYNTHETIC_CLASS_NAMES,
     SyntheticLymphoma,
@@ -39,10 +42,12 @@ __all__ = [
     "SyntheticSample",
     "fit_to_size",
     "index_image_folder",
+    "low_resolution_view",
     "make_synthetic_lymphoma",
     "read_image",
     "read_image_size",
     "slide_id_from_path",
     "split_by_group",
     "split_random",
+    "with_views",
 ]

@@ -56,7 +56,12 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
 
     Call arguments:
         - **images**: `(B, H, W, C)` full-resolution images, any numeric
-          dtype.
+          dtype; or a dict `{"images": images, "view": view}` whose `view`
+          `(B, h, w, C)` is the low-resolution view made outside the model
+          (from an image pyramid, a reduced decode or
+          `kas.datasets.with_views`). `scale` is then not used; `rescale`
+          still applies to the view. Patches are placed by the view's grid:
+          cell `(i, j)` is centred at `((i + 0.5) H / h, (j + 0.5) W / w)`.
         - **training**: Python bool.
         - **return_details**: return the dict of `policy_forward` instead.
         - **samples_per_image**: independent draws per image; the outputs
@@ -144,13 +149,22 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         )
 
     def build(self, input_shape):
+        input_shape, view_shape = _split(input_shape)
         input_shape = tuple(input_shape)
         if len(input_shape) != 4:
             raise ValueError(
                 "AttentionSamplingModel expects images of rank 4 (B, H, W, C), "
                 f"got shape {input_shape}."
             )
-        low_shape = self._low_shape(input_shape)
+        if view_shape is None:
+            low_shape = self._low_shape(input_shape)
+        else:
+            low_shape = tuple(view_shape)
+            if len(low_shape) != 4:
+                raise ValueError(
+                    "AttentionSamplingModel expects a view of rank 4 "
+                    f"(B, h, w, C), got shape {low_shape}."
+                )
         if not self.attention_network.built:
             self.attention_network.build(low_shape)
         map_shape = tuple(self.attention_network.compute_output_shape(low_shape))
@@ -215,7 +229,15 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         )
 
     def call(self, images, training=None, return_details=False, samples_per_image=1):
-        low = self.low_resolution(images)
+        images, view = _split(images)
+        if view is None:
+            low = self.low_resolution(images)
+        else:
+            # A view made outside the step (an image pyramid level, a reduced
+            # decode): the step then never reads every pixel.
+            low = ops.cast(view, self.compute_dtype)
+            if self.rescale is not None:
+                low = low * ops.cast(self.rescale, self.compute_dtype)
         if isinstance(self.attention_network, AttentionMap):
             log_attention = self.attention_network(
                 low, training=training, return_log_probs=True
@@ -254,7 +276,7 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         }
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
+        return (_split(input_shape)[0][0], self.num_classes)
 
     def explain(self, images, batch_size=8):
         """Everything needed to show why each image got its prediction.
@@ -263,7 +285,8 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         (`inference_sampling`).
 
         Args:
-            images: `(B, H, W, C)` array.
+            images: `(B, H, W, C)` array, or a dict of `images` and `view`
+                arrays as `call` takes.
             batch_size: images per forward pass.
 
         Returns:
@@ -275,8 +298,13 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         keys = ("y_pred", "log_attention", "positions", "sampled_attention",
                 "patch_logits", "patches")
         parts = {key: [] for key in keys}
-        for start in range(0, len(images), batch_size):
-            batch = ops.convert_to_tensor(images[start:start + batch_size])
+        count = len(_split(images)[0])
+        for start in range(0, count, batch_size):
+            window = slice(start, start + batch_size)
+            if isinstance(images, dict):
+                batch = {k: ops.convert_to_tensor(v[window]) for k, v in images.items()}
+            else:
+                batch = ops.convert_to_tensor(images[window])
             outputs = self.policy_forward(batch, training=False)
             for key in keys:
                 parts[key].append(ops.convert_to_numpy(outputs[key]))
@@ -318,3 +346,15 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _split(inputs):
+    """`(images, view)` from the model's input: a tensor, or the dict form."""
+    if isinstance(inputs, dict):
+        if set(inputs) != {"images", "view"}:
+            raise ValueError(
+                "AttentionSamplingModel: dict inputs must have exactly the keys "
+                f"'images' and 'view', got {sorted(inputs)}."
+            )
+        return inputs["images"], inputs["view"]
+    return inputs, None
