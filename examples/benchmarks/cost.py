@@ -9,7 +9,10 @@ Models (3 classes, `uint8` RGB input, rescaled by 1/255 inside the model):
   of a training batch is drawn 4 times; the attention map is computed once
   per image and only the map is repeated);
 - `attention x1 (scale 5)`: `attention x1` with `scale=5` at every size (its
-  attention view grows with the image).
+  attention view grows with the image);
+- `attention x1 (host view)`: `attention x1` fed
+  `kas.datasets.with_views(images, S)`: the loader makes the view, so the
+  step never reads every pixel (the loader's time is reported apart).
 
 `S` is set by `--view`: with `fixed` (default) `S = round(5 * W / 1388)`
 (5 at 1388x1040, 10 at 2776x2080, 20 at 5552x4160), so the attention network
@@ -18,7 +21,7 @@ pixel; with `scale`, `S = 5` at every size.
 - `full-res CNN`: the seed's feature CNN (4 x Conv2D 3x3 16 leaky ReLU +
   GlobalMaxPool + Dense softmax) on the whole full-resolution image;
 - `downsampled CNN`: the same CNN after an SxS average pooling (in the model,
-  as the attention model's low-resolution view: same `S`).
+  by `kas.sampling.downsample` as the attention model's view: same `S`).
 
 Every configuration runs in a fresh subprocess: build + compile, one
 warm-up training step (tracing), timed `train_on_batch` steps, then timed
@@ -34,7 +37,9 @@ parts (low-resolution view, attention network, sampling + extraction,
 feature network + pool), each timed eagerly.
 
 Run `python examples/benchmarks/cost.py` (TF by default; `--backend jax` or
-KERAS_BACKEND). Rewrites the `cost` section of docs/benchmarks.md.
+KERAS_BACKEND). Rewrites the `cost` section of docs/benchmarks.md (or
+`--section`, e.g. `cost-gpu`; on a GPU the memory columns hold the device
+allocator's peak).
 """
 
 import argparse
@@ -50,7 +55,7 @@ import _common  # noqa: E402
 SECTION = "cost"
 SIZES = {"1388x1040": (1040, 1388), "2776x2080": (2080, 2776), "5552x4160": (4160, 5552)}
 MODELS = ("attention x1", "attention x4", "attention x1 (scale 5)",
-          "full-res CNN", "downsampled CNN")
+          "attention x1 (host view)", "full-res CNN", "downsampled CNN")
 REFERENCE_WIDTH = 1388
 
 
@@ -86,7 +91,11 @@ def build_model(kind, height, width, scale=5, seed=0):
             samples_per_image=4 if kind.endswith("x4") else 1,
             rescale=1 / 255, seed=seed,
         )
-        model.build((None, height, width, 3))
+        if kind.endswith("(host view)"):
+            model.build({"images": (None, height, width, 3),
+                         "view": (None, height // scale, width // scale, 3)})
+        else:
+            model.build((None, height, width, 3))
         model.compile()
         return model
     inputs = keras.Input((height, width, 3), dtype="uint8")
@@ -118,6 +127,14 @@ def worker(args):
     y = rng.integers(0, NUM_CLASSES, (batch,)).astype("int32")
     scale = args.scale or view_scale(args.model, width, "fixed")
     model = build_model(args.model, height, width, scale=scale)
+    host_view_s = None
+    if args.model.endswith("(host view)"):
+        # The loader's work, timed apart: the step then gets the view ready-made.
+        import keras_attention_sampling as kas
+
+        t0 = time.perf_counter()
+        x = kas.datasets.with_views(x, scale)
+        host_view_s = (time.perf_counter() - t0) / batch
     baseline = _common.rss_mb()
     exact = _common.reset_peak_rss()
     # On a GPU the memory that matters is the device's: the columns "above
@@ -127,7 +144,7 @@ def worker(args):
               "batch": batch, "backend": keras.backend.backend(),
               "scale": scale if args.model != "full-res CNN" else None,
               "baseline_mb": baseline, "params": model.count_params(),
-              "exact_peak": exact}
+              "exact_peak": exact, "host_view_s": host_view_s}
     # Prediction first: memory a step frees stays in the process (allocator
     # caches), so the phase measured second would look free. The training
     # peak (read without a reset) is the max of both phases, and training
@@ -151,7 +168,8 @@ def worker(args):
     result["train_peak_above_mb"] = result["train_peak_mb"] - baseline
     if device:
         result["train_peak_above_mb"] = _common.device_memory_mb()[1] - device[0]
-    if args.profile and args.model.startswith("attention"):
+    if (args.profile and args.model.startswith("attention")
+            and not args.model.endswith("(host view)")):
         result["profile"] = profile(model, x, args.repeats)
     _common.emit(result)
 
@@ -306,6 +324,8 @@ def main():
 def _fmt_s(value):
     if value is None:
         return "–"
+    if value < 0.1:  # GPU steps: keep three significant digits
+        return f"{value * 1e3:.2f} ms"
     return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
 
 
@@ -352,13 +372,16 @@ def report(args, backend, sizes, models, results, errors, machine=None):
             size,
             get("attention x1", size, "scale") or "–",
             ratio(full_t, as_t, "{:.0f}x"),
-            ratio(full_m, as_m, "{:.1f}x"),
+            ratio(full_m, as_m, "{:.2f}x"),
             ratio(as_t, get("attention x1", small, "train_s")),
             ratio(as_m, get("attention x1", small, "train_peak_above_mb")),
             ratio(get("attention x1 (scale 5)", size, "train_s"),
                   get("attention x1 (scale 5)", small, "train_s")),
             ratio(full_t, get("full-res CNN", small, "train_s"), "{:.1f}x"),
             ratio(get("attention x4", size, "train_s"), as_t),
+            ratio(get("attention x1 (host view)", size, "train_s"),
+                  get("attention x1 (host view)", small, "train_s")),
+            _fmt_s(get("attention x1 (host view)", size, "host_view_s")),
         ])
     ratio_header = ["image", "scale S", "full-res / attention x1 (train time)",
                     "full-res / attention x1 (train memory above baseline)",
@@ -366,7 +389,9 @@ def report(args, backend, sizes, models, results, errors, machine=None):
                     f"attention x1 memory above baseline vs {small}",
                     f"attention x1 (scale 5) time vs {small}",
                     f"full-res time vs {small}",
-                    "attention x4 / x1 (time per image)"]
+                    "attention x4 / x1 (time per image)",
+                    f"attention x1 (host view) time vs {small}",
+                    "host view made by the loader / image"]
     print()
     _common.print_table(ratio_header, ratio_rows)
 
@@ -416,6 +441,11 @@ def report(args, backend, sizes, models, results, errors, machine=None):
         "size (its attention view grows with the image: 1110x832 at "
         "5552x4160); with `samples_per_image=4` the attention map is computed "
         "once per image and only the map is repeated for the draws; "
+        "*attention x1 (host view)*: attention x1 given "
+        "`kas.datasets.with_views(images, S)`, so its attention view is made by "
+        "the loader (Pillow, on the host) before the step and the step never "
+        "reads every pixel; the loader's time per image is the last ratio "
+        "column, not part of the step; "
         "*full-res CNN*: the seed's "
         "feature CNN (4 x Conv2D 3x3 16 + GlobalMaxPool + Dense) on the whole "
         "image; *downsampled CNN*: the same after SxS average pooling by "
