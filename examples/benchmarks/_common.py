@@ -33,8 +33,9 @@ HEADER = """# Benchmarks
 Measured by the scripts in `examples/benchmarks/` (they are not tests). Each
 section below is rewritten by the script named in it, with the machine it ran
 on and the date; run e.g. `python examples/benchmarks/cost.py` to refresh one.
-All timings are CPU timings on a small shared machine: compare them as ratios
-within one table, not across tables or machines.
+Sections marked (GPU) ran on one NVIDIA H200 (`--section cost-gpu` /
+`scaling-gpu`); the others on a small 2-core CPU machine. Compare timings as
+ratios within one table, not across tables or machines.
 
 ## Summary
 
