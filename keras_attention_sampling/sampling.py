@@ -59,10 +59,10 @@ def downsample(images, scale, dtype="float32"):
     `ops.average_pool(images, scale, scale, padding="valid")` (the last
     `H mod scale` rows and `W mod scale` columns are dropped), but the `scale`
     rows of each output row are summed first, one uint8 slice at a time, so
-    only a `1 / scale` image is ever held in float32. On large uint8 images
-    that is the difference between a pass that dominates the training step
-    and one that does not (4x to 7x faster at 5552x4160, `scale=20`, on CPU;
-    see the cost benchmark). Sums are kept in float32 whatever `dtype` is.
+    only a `1 / scale` image is ever held in float32. On a CPU this was 1.7x
+    to 5.5x faster at 5552x4160, `scale=20`, depending on backend and batch
+    (`examples/benchmarks/downsample.py`). Sums are kept in float32 whatever
+    `dtype` is.
 
     Args:
         images: `(B, H, W, C)` tensor of any numeric dtype.

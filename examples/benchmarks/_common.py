@@ -197,6 +197,15 @@ def update_section(name, text, path=DOC):
     return path
 
 
+def format_seconds(value):
+    """`1.84 ms` below 0.1 s (GPU steps keep three digits), else `0.154 s`."""
+    if value is None:
+        return "–"
+    if value < 0.1:
+        return f"{value * 1e3:.2f} ms"
+    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+
+
 def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

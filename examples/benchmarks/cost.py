@@ -21,7 +21,7 @@ pixel; with `scale`, `S = 5` at every size.
 - `full-res CNN`: the seed's feature CNN (4 x Conv2D 3x3 16 leaky ReLU +
   GlobalMaxPool + Dense softmax) on the whole full-resolution image;
 - `downsampled CNN`: the same CNN after an SxS average pooling (in the model,
-  by `kas.sampling.downsample` as the attention model's view: same `S`).
+  by `kas.Downsample`, the attention model's own pass: same `S`).
 
 Every configuration runs in a fresh subprocess: build + compile, one
 warm-up training step (tracing), timed `train_on_batch` steps, then timed
@@ -102,9 +102,7 @@ def build_model(kind, height, width, scale=5, seed=0):
     x = inputs
     if kind == "downsampled CNN":
         # The same downsampling pass as the attention model's view.
-        x = keras.layers.Lambda(
-            lambda images: kas.sampling.downsample(images, scale), name="downsample"
-        )(inputs)
+        x = kas.Downsample(scale, name="downsample")(x)
     x = keras.layers.Rescaling(1 / 255)(x)
     for layer in seed_cnn(keras, NUM_CLASSES, "cnn"):
         x = layer(x)
@@ -321,14 +319,6 @@ def main():
     report(args, backend, sizes, models, results, errors, machine)
 
 
-def _fmt_s(value):
-    if value is None:
-        return "–"
-    if value < 0.1:  # GPU steps: keep three significant digits
-        return f"{value * 1e3:.2f} ms"
-    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
-
-
 def report(args, backend, sizes, models, results, errors, machine=None):
     by = {(r["model"], r["size"]): r for r in results}
     header = ["model", "image", "S", "batch", "train step / image", "predict / image",
@@ -343,8 +333,8 @@ def report(args, backend, sizes, models, results, errors, machine=None):
                 continue
             rows.append([
                 kind, size, r.get("scale") or "–", r["batch"],
-                _fmt_s(r.get("train_s")) if "train_s" in r else errors.get((kind, size), "–"),
-                _fmt_s(r.get("predict_s")),
+                _common.format_seconds(r.get("train_s")) if "train_s" in r else errors.get((kind, size), "–"),
+                _common.format_seconds(r.get("predict_s")),
                 f"{r['train_peak_mb'] / 1024:.2f} GB" if "train_peak_mb" in r else "–",
                 f"{r['train_peak_above_mb']:.0f} MB" if "train_peak_above_mb" in r else "–",
                 f"{r['predict_peak_above_mb']:.0f} MB" if "predict_peak_above_mb" in r else "–",
@@ -381,7 +371,7 @@ def report(args, backend, sizes, models, results, errors, machine=None):
             ratio(get("attention x4", size, "train_s"), as_t),
             ratio(get("attention x1 (host view)", size, "train_s"),
                   get("attention x1 (host view)", small, "train_s")),
-            _fmt_s(get("attention x1 (host view)", size, "host_view_s")),
+            _common.format_seconds(get("attention x1 (host view)", size, "host_view_s")),
         ])
     ratio_header = ["image", "scale S", "full-res / attention x1 (train time)",
                     "full-res / attention x1 (train memory above baseline)",
@@ -449,7 +439,7 @@ def report(args, backend, sizes, models, results, errors, machine=None):
         "*full-res CNN*: the seed's "
         "feature CNN (4 x Conv2D 3x3 16 + GlobalMaxPool + Dense) on the whole "
         "image; *downsampled CNN*: the same after SxS average pooling by "
-        "`kas.sampling.downsample`, the attention model's own pass (the "
+        "`kas.Downsample`, the attention model's own pass (the "
         "attention view's S). uint8 "
         "RGB input, 3 classes. Each configuration ran in a fresh process; "
         "*peak above baseline* is the peak RSS minus the RSS after imports, "

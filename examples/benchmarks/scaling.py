@@ -32,10 +32,6 @@ SECTION = "scaling"
 COST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cost.py")
 
 
-def _fmt_s(value):
-    return f"{value * 1e3:.2f} ms" if value < 0.1 else f"{value:.3f} s"
-
-
 def side(megapixels):
     return int(round(math.sqrt(megapixels * 2**20)))
 
@@ -118,7 +114,7 @@ def report(args, backend, megapixels, results, errors):
         rows.append([
             f"{r['side']}x{r['side']}", f"{r['mp']:g}", r["model"],
             r.get("scale") or "–", r["batch"],
-            _fmt_s(r["train_s"]), _fmt_s(r["predict_s"]) if "predict_s" in r else "–",
+            _common.format_seconds(r["train_s"]), _common.format_seconds(r["predict_s"]) if "predict_s" in r else "–",
             f"{r['train_peak_above_mb']:.0f} MB", f"{r['train_peak_mb'] / 1024:.2f} GB",
         ])
     _common.print_table(header, rows)

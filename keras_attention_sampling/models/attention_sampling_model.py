@@ -190,13 +190,18 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             )
         return (batch, height // self.scale, width // self.scale, channels)
 
-    def low_resolution(self, images):
-        """The view the attention network reads: `images` average-pooled by `scale`.
+    def low_resolution(self, images, view=None):
+        """The view the attention network reads, rescaled.
 
-        Uses `sampling.downsample`, which never holds the whole image in
-        float, so this pass stays a small part of the step on large images.
+        `images` average-pooled by `scale` with `sampling.downsample`, which
+        never holds the whole image in float; or, when given, `view`, made
+        outside the step (an image pyramid level, a reduced decode), so the
+        step never reads every pixel.
         """
-        low = sampling.downsample(images, self.scale, dtype=self.compute_dtype)
+        if view is None:
+            low = sampling.downsample(images, self.scale, dtype=self.compute_dtype)
+        else:
+            low = ops.cast(view, self.compute_dtype)
         if self.rescale is not None:
             low = low * ops.cast(self.rescale, self.compute_dtype)
         return low
@@ -230,14 +235,7 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
 
     def call(self, images, training=None, return_details=False, samples_per_image=1):
         images, view = _split(images)
-        if view is None:
-            low = self.low_resolution(images)
-        else:
-            # A view made outside the step (an image pyramid level, a reduced
-            # decode): the step then never reads every pixel.
-            low = ops.cast(view, self.compute_dtype)
-            if self.rescale is not None:
-                low = low * ops.cast(self.rescale, self.compute_dtype)
+        low = self.low_resolution(images, view)
         if isinstance(self.attention_network, AttentionMap):
             log_attention = self.attention_network(
                 low, training=training, return_log_probs=True
