@@ -55,8 +55,7 @@ import numpy as np
 from PIL import Image
 
 import keras_attention_sampling as kas
-from keras_attention_sampling import datasets
-from keras_attention_sampling import visualize
+from keras_attention_sampling import datasets, visualize
 from keras_attention_sampling.layers.normalized_feature import seed_backbone
 
 CLASS_NAMES = ("CLL", "FL", "MCL")
@@ -116,11 +115,33 @@ QUICK = {
 SYNTHETIC_KEYS = ("n_per_class", "images_per_slide", "cell_scale", "evidence_fraction")
 # Settings a resumed run must share with the run that wrote its backup.
 RUN_KEYS = (
-    "data_dir", "classes", "image_size", *SYNTHETIC_KEYS, "center", "uniform_start",
-    "patch_size", "patches", "scale", "entropy_weight", "temperature", "reward",
-    "baseline", "samples_per_image", "lr", "attention_lr", "attention_beta1", "batch_size",
-    "replace", "inference_sampling", "split", "crop", "crop_size", "flip", "rot90",
-    "color_jitter", "zoom",
+    "data_dir",
+    "classes",
+    "image_size",
+    *SYNTHETIC_KEYS,
+    "center",
+    "uniform_start",
+    "patch_size",
+    "patches",
+    "scale",
+    "entropy_weight",
+    "temperature",
+    "reward",
+    "baseline",
+    "samples_per_image",
+    "lr",
+    "attention_lr",
+    "attention_beta1",
+    "batch_size",
+    "replace",
+    "inference_sampling",
+    "split",
+    "crop",
+    "crop_size",
+    "flip",
+    "rot90",
+    "color_jitter",
+    "zoom",
 )
 
 
@@ -142,109 +163,250 @@ def parse_args(argv=None):
         formatter_class=_HelpFormatter,
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--data-dir", help="IICBU 2008 / Kaggle lymphoma folder "
-                      "(CLL/ FL/ MCL/ of .tif, possibly one folder deeper). "
-                      "Default: generated images.")
-    data.add_argument("--classes", nargs="+", default=list(CLASS_NAMES),
-                      help="class folder names, in label order")
-    data.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"),
-                      help="generated image size: default %d %d, --quick %d %d. "
-                      "With --data-dir, images are centre-cropped/padded to it "
-                      "(default: their own size)"
-                      % (FULL["image_size"] + QUICK["image_size"]))
-    data.add_argument("--n-per-class", type=int, help="generated images per class."
-                      f" Default {FULL['n_per_class']}, --quick {QUICK['n_per_class']}")
-    data.add_argument("--images-per-slide", type=int, help="generated images per "
-                      f"synthetic slide. Default {FULL['images_per_slide']}, "
-                      f"--quick {QUICK['images_per_slide']}")
-    data.add_argument("--cell-scale", type=float, help="size of the generated "
-                      f"cells. Default {FULL['cell_scale']}, --quick {QUICK['cell_scale']}")
-    data.add_argument("--evidence-fraction", type=float, help="share of each "
-                      "generated image covered by class-specific cells. Default "
-                      f"{FULL['evidence_fraction']}, --quick {QUICK['evidence_fraction']}")
-    data.add_argument("--split", choices=("random", "slide"), default="random",
-                      help="random: stratified 70/15/15 by image (the seed's; "
-                      "slides leak between splits); slide: 70/15/15 grouped by "
-                      "slide id, no slide in two splits")
-    data.add_argument("--workers", type=int, default=1,
-                      help="PyDataset worker threads decoding batches")
+    data.add_argument(
+        "--data-dir",
+        help="IICBU 2008 / Kaggle lymphoma folder "
+        "(CLL/ FL/ MCL/ of .tif, possibly one folder deeper). "
+        "Default: generated images.",
+    )
+    data.add_argument(
+        "--classes",
+        nargs="+",
+        default=list(CLASS_NAMES),
+        help="class folder names, in label order",
+    )
+    data.add_argument(
+        "--image-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="generated image size: default {} {}, --quick {} {}. "
+        "With --data-dir, images are centre-cropped/padded to it "
+        "(default: their own size)".format(*FULL["image_size"], *QUICK["image_size"]),
+    )
+    data.add_argument(
+        "--n-per-class",
+        type=int,
+        help="generated images per class."
+        f" Default {FULL['n_per_class']}, --quick {QUICK['n_per_class']}",
+    )
+    data.add_argument(
+        "--images-per-slide",
+        type=int,
+        help="generated images per "
+        f"synthetic slide. Default {FULL['images_per_slide']}, "
+        f"--quick {QUICK['images_per_slide']}",
+    )
+    data.add_argument(
+        "--cell-scale",
+        type=float,
+        help="size of the generated "
+        f"cells. Default {FULL['cell_scale']}, --quick {QUICK['cell_scale']}",
+    )
+    data.add_argument(
+        "--evidence-fraction",
+        type=float,
+        help="share of each "
+        "generated image covered by class-specific cells. Default "
+        f"{FULL['evidence_fraction']}, --quick {QUICK['evidence_fraction']}",
+    )
+    data.add_argument(
+        "--split",
+        choices=("random", "slide"),
+        default="random",
+        help="random: stratified 70/15/15 by image (the seed's; "
+        "slides leak between splits); slide: 70/15/15 grouped by "
+        "slide id, no slide in two splits",
+    )
+    data.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="PyDataset worker threads decoding batches",
+    )
 
     aug = parser.add_argument_group(
-        "augmentation (training images only; on by default, off with --quick)")
-    aug.add_argument("--crop", action=argparse.BooleanOptionalAction,
-                     help="random crop (--no-crop: none)")
-    aug.add_argument("--crop-size", nargs=2, type=int, metavar=("H", "W"),
-                     help="size of the random crop; default 1000 1300 for "
-                     "1040x1388 images, the same proportion for other sizes")
-    aug.add_argument("--flip", action=argparse.BooleanOptionalAction,
-                     help="random horizontal flip")
-    aug.add_argument("--rot90", action=argparse.BooleanOptionalAction,
-                     help="random rotation by multiples of 90 degrees (only 0 "
-                     "or 180 for non-square crops)")
-    aug.add_argument("--color-jitter", action=argparse.BooleanOptionalAction,
-                     help="random contrast (0.9-1.1), brightness (+-5%%) and "
-                     "per-channel gain (+-5%%)")
-    aug.add_argument("--zoom", nargs=2, type=float, metavar=("LOW", "HIGH"),
-                     help="random zoom range, Keras RandomZoom convention (the "
-                     "seed used 0 0.6); off by default, as it changes nucleus size")
+        "augmentation (training images only; on by default, off with --quick)"
+    )
+    aug.add_argument(
+        "--crop",
+        action=argparse.BooleanOptionalAction,
+        help="random crop (--no-crop: none)",
+    )
+    aug.add_argument(
+        "--crop-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="size of the random crop; default 1000 1300 for "
+        "1040x1388 images, the same proportion for other sizes",
+    )
+    aug.add_argument(
+        "--flip", action=argparse.BooleanOptionalAction, help="random horizontal flip"
+    )
+    aug.add_argument(
+        "--rot90",
+        action=argparse.BooleanOptionalAction,
+        help="random rotation by multiples of 90 degrees (only 0 "
+        "or 180 for non-square crops)",
+    )
+    aug.add_argument(
+        "--color-jitter",
+        action=argparse.BooleanOptionalAction,
+        help="random contrast (0.9-1.1), brightness (+-5%%) and "
+        "per-channel gain (+-5%%)",
+    )
+    aug.add_argument(
+        "--zoom",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="random zoom range, Keras RandomZoom convention (the "
+        "seed used 0 0.6); off by default, as it changes nucleus size",
+    )
 
     model = parser.add_argument_group("model (defaults: the seed's notebook)")
-    model.add_argument("--patch-size", type=int, help="patch side in pixels. "
-                       f"Default {FULL['patch_size']}, --quick {QUICK['patch_size']}")
-    model.add_argument("--patches", type=int, help="patches per image. "
-                       f"Default {FULL['patches']}, --quick {QUICK['patches']}")
-    model.add_argument("--scale", type=int, default=5,
-                       help="downsampling of the attention network's view")
-    model.add_argument("--entropy-weight", type=float, default=0.05,
-                       help="weight of the attention entropy regulariser")
-    model.add_argument("--temperature", type=float, default=3.0,
-                       help="scale of the pooled unit-norm logits")
-    model.add_argument("--reward", choices=kas.policy_gradient.REWARDS,
-                       default="bounded", help="REINFORCE reward: exp(-loss) or -loss")
-    model.add_argument("--baseline", choices=kas.policy_gradient.BASELINES,
-                       default="mean", help="reward baseline")
-    model.add_argument("--samples-per-image", type=int, help="independent patch "
-                       f"draws per image. Default {FULL['samples_per_image']}, "
-                       f"--quick {QUICK['samples_per_image']}")
-    model.add_argument("--replace", action=argparse.BooleanOptionalAction,
-                       default=True, help="sample patches with replacement")
-    model.add_argument("--center", action=argparse.BooleanOptionalAction,
-                       default=True, help="feed the feature network patches in "
-                       "[-0.5, 0.5] instead of the seed's [0, 1] (the seed's "
-                       "network then learns much faster; see the docs)")
-    model.add_argument("--uniform-start", action=argparse.BooleanOptionalAction,
-                       default=True, help="start from a uniform attention map "
-                       "(zero-initialised attention head) instead of the seed's "
-                       "random one, which can start peaked on a few cells")
-    model.add_argument("--inference-sampling", choices=("sample", "top_k"),
-                       default="sample", help="how predict/evaluate pick patches")
+    model.add_argument(
+        "--patch-size",
+        type=int,
+        help="patch side in pixels. "
+        f"Default {FULL['patch_size']}, --quick {QUICK['patch_size']}",
+    )
+    model.add_argument(
+        "--patches",
+        type=int,
+        help="patches per image. "
+        f"Default {FULL['patches']}, --quick {QUICK['patches']}",
+    )
+    model.add_argument(
+        "--scale",
+        type=int,
+        default=5,
+        help="downsampling of the attention network's view",
+    )
+    model.add_argument(
+        "--entropy-weight",
+        type=float,
+        default=0.05,
+        help="weight of the attention entropy regulariser",
+    )
+    model.add_argument(
+        "--temperature",
+        type=float,
+        default=3.0,
+        help="scale of the pooled unit-norm logits",
+    )
+    model.add_argument(
+        "--reward",
+        choices=kas.policy_gradient.REWARDS,
+        default="bounded",
+        help="REINFORCE reward: exp(-loss) or -loss",
+    )
+    model.add_argument(
+        "--baseline",
+        choices=kas.policy_gradient.BASELINES,
+        default="mean",
+        help="reward baseline",
+    )
+    model.add_argument(
+        "--samples-per-image",
+        type=int,
+        help="independent patch "
+        f"draws per image. Default {FULL['samples_per_image']}, "
+        f"--quick {QUICK['samples_per_image']}",
+    )
+    model.add_argument(
+        "--replace",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sample patches with replacement",
+    )
+    model.add_argument(
+        "--center",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="feed the feature network patches in "
+        "[-0.5, 0.5] instead of the seed's [0, 1] (the seed's "
+        "network then learns much faster; see the docs)",
+    )
+    model.add_argument(
+        "--uniform-start",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start from a uniform attention map "
+        "(zero-initialised attention head) instead of the seed's "
+        "random one, which can start peaked on a few cells",
+    )
+    model.add_argument(
+        "--inference-sampling",
+        choices=("sample", "top_k"),
+        default="sample",
+        help="how predict/evaluate pick patches",
+    )
 
     train = parser.add_argument_group("training")
-    train.add_argument("--lr", type=float, default=1e-3,
-                       help="Adam learning rate of the feature network")
-    train.add_argument("--attention-lr", type=float, default=1e-3,
-                       help="Adam learning rate of the attention network")
-    train.add_argument("--attention-beta1", type=float, default=0.999,
-                       help="Adam first-moment decay of the attention network")
-    train.add_argument("--batch-size", type=int, default=8,
-                       help="images per batch (each drawn --samples-per-image times)")
-    train.add_argument("--epochs", type=int, help="training epochs. "
-                       f"Default {FULL['epochs']}, --quick {QUICK['epochs']}")
+    train.add_argument(
+        "--lr",
+        type=float,
+        default=1e-3,
+        help="Adam learning rate of the feature network",
+    )
+    train.add_argument(
+        "--attention-lr",
+        type=float,
+        default=1e-3,
+        help="Adam learning rate of the attention network",
+    )
+    train.add_argument(
+        "--attention-beta1",
+        type=float,
+        default=0.999,
+        help="Adam first-moment decay of the attention network",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="images per batch (each drawn --samples-per-image times)",
+    )
+    train.add_argument(
+        "--epochs",
+        type=int,
+        help=f"training epochs. Default {FULL['epochs']}, --quick {QUICK['epochs']}",
+    )
     train.add_argument("--seed", type=int, default=0, help="seed of the first run")
-    train.add_argument("--seeds", type=int, default=1,
-                       help="number of runs (seeds seed, seed+1, ...); each run "
-                       "draws its own split")
+    train.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="number of runs (seeds seed, seed+1, ...); each run draws its own split",
+    )
 
     out = parser.add_argument_group("output")
-    out.add_argument("--output", default=os.path.join("runs", "lymphoma"),
-                     help="output folder; rerun with the same one to resume")
-    out.add_argument("--grids", type=int, help="patch-grid pictures for N test "
-                     "images spread over the test set (default: all)")
-    out.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
-                     help="Keras fit verbosity (1: progress bar per epoch)")
-    out.add_argument("--quick", action="store_true",
-                     help="half-size generated images with more evidence, 10 "
-                     "epochs, no augmentation: a few minutes on 2 CPU cores")
+    out.add_argument(
+        "--output",
+        default=os.path.join("runs", "lymphoma"),
+        help="output folder; rerun with the same one to resume",
+    )
+    out.add_argument(
+        "--grids",
+        type=int,
+        help="patch-grid pictures for N test "
+        "images spread over the test set (default: all)",
+    )
+    out.add_argument(
+        "--verbose",
+        type=int,
+        default=1,
+        choices=(0, 1, 2),
+        help="Keras fit verbosity (1: progress bar per epoch)",
+    )
+    out.add_argument(
+        "--quick",
+        action="store_true",
+        help="half-size generated images with more evidence, 10 "
+        "epochs, no augmentation: a few minutes on 2 CPU cores",
+    )
 
     args = parser.parse_args(argv)
     if args.crop_size and args.crop is None:
@@ -268,8 +430,10 @@ def load_source(args):
     if args.data_dir:
         source = datasets.index_image_folder(args.data_dir, args.classes)
         counts = ", ".join(f"{k} {v}" for k, v in source.class_counts().items())
-        description = (f"{args.data_dir} ({len(source)} images: {counts}; "
-                       f"{len(set(source.groups))} slides)")
+        description = (
+            f"{args.data_dir} ({len(source)} images: {counts}; "
+            f"{len(set(source.groups))} slides)"
+        )
     else:
         source = datasets.SyntheticLymphoma(
             args.n_per_class,
@@ -327,12 +491,19 @@ def make_sequences(source, splits, args, seed):
     train without augmentation (to measure train accuracy), val and test."""
     train, val, test = splits
     image_size = args.image_size or source.image_size(int(train[0]))
-    common = {"batch_size": args.batch_size, "image_size": image_size,
-              "workers": args.workers}
+    common = {
+        "batch_size": args.batch_size,
+        "image_size": image_size,
+        "workers": args.workers,
+    }
     return {
         "train": datasets.ImageSequence(
-            source, indices=train, shuffle=True, seed=seed,
-            augment=make_augment(args, image_size), **common,
+            source,
+            indices=train,
+            shuffle=True,
+            seed=seed,
+            augment=make_augment(args, image_size),
+            **common,
         ),
         "train_eval": datasets.ImageSequence(source, indices=train, **common),
         "val": datasets.ImageSequence(source, indices=val, **common),
@@ -352,8 +523,9 @@ def feature_network(num_classes, center):
         [keras.layers.Rescaling(1.0, offset=-0.5), seed_backbone()],
         name="centered_backbone",
     )
-    return kas.NormalizedFeature(num_classes, backbone=backbone,
-                                 name="normalized_feature")
+    return kas.NormalizedFeature(
+        num_classes, backbone=backbone, name="normalized_feature"
+    )
 
 
 def build_model(args, num_classes, input_shape, seed):
@@ -435,8 +607,9 @@ def check_run_config(run_dir, args):
     if os.path.exists(path):
         with open(path) as handle:
             stored = json.load(handle)
-        changed = {k: (stored.get(k), v) for k, v in config.items()
-                   if stored.get(k) != v}
+        changed = {
+            k: (stored.get(k), v) for k, v in config.items() if stored.get(k) != v
+        }
         if changed:
             details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise SystemExit(
@@ -498,14 +671,17 @@ def train_one_run(args, source, seed, run_dir):
     model.save(model_path)
     reloaded = keras.models.load_model(model_path)
     difference = check_reload(model, reloaded, sequences["test"])
-    print(f"seed {seed}: {model_path} reloaded; its top-k predictions match "
-          f"the trained model's (largest difference {difference:.1e})")
+    print(
+        f"seed {seed}: {model_path} reloaded; its top-k predictions match "
+        f"the trained model's (largest difference {difference:.1e})"
+    )
 
     # Train accuracy: the training images without augmentation, evaluated as
     # the test images are. Test accuracy: from the same forward pass that
     # draws the pictures, so they agree even when patches are sampled.
-    train_metrics = reloaded.evaluate(sequences["train_eval"], return_dict=True,
-                                      verbose=0)
+    train_metrics = reloaded.evaluate(
+        sequences["train_eval"], return_dict=True, verbose=0
+    )
     test_labels, test_predictions = explain_test_images(
         reloaded, sequences["test"], source, args, os.path.join(run_dir, "test")
     )
@@ -628,12 +804,36 @@ def write_report(summaries, args, data_description, output):
         handle.write(text)
     with open(os.path.join(output, "results.csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["split", "patch_size", "patches", "runs", "epochs",
-                         "train_mean", "train_std", "test_mean", "test_std",
-                         "chance", "train_seconds"])
-        writer.writerow([args.split, args.patch_size, args.patches, len(summaries),
-                         epochs, train_mean, train_std, test_mean, test_std,
-                         chance, seconds])
+        writer.writerow(
+            [
+                "split",
+                "patch_size",
+                "patches",
+                "runs",
+                "epochs",
+                "train_mean",
+                "train_std",
+                "test_mean",
+                "test_std",
+                "chance",
+                "train_seconds",
+            ]
+        )
+        writer.writerow(
+            [
+                args.split,
+                args.patch_size,
+                args.patches,
+                len(summaries),
+                epochs,
+                train_mean,
+                train_std,
+                test_mean,
+                test_std,
+                chance,
+                seconds,
+            ]
+        )
     with open(os.path.join(output, "runs.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(summaries[0]))
         writer.writeheader()
@@ -654,14 +854,18 @@ def plot_curves(history, path, seed):
     from matplotlib import pyplot as plt
 
     epochs = np.asarray(history.get("epoch", []), dtype=int) + 1
-    panels = [("loss", "classification loss"), ("accuracy", "accuracy"),
-              ("entropy", "attention entropy (nats)")]
+    panels = [
+        ("loss", "classification loss"),
+        ("accuracy", "accuracy"),
+        ("entropy", "attention entropy (nats)"),
+    ]
     figure, axes = plt.subplots(1, len(panels), figsize=(12, 3.6))
     for axis, (key, title) in zip(axes, panels):
         for prefix, label, style in (("", "train", "-o"), ("val_", "validation", "-s")):
             if prefix + key in history:
-                axis.plot(epochs, history[prefix + key], style, label=label,
-                          markersize=3)
+                axis.plot(
+                    epochs, history[prefix + key], style, label=label, markersize=3
+                )
         axis.set_title(title)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
@@ -686,8 +890,15 @@ def overlay_picture(image, attention, positions, patch_size, left, right):
     scale = min(1.0, PICTURE_WIDTH / (2 * image.shape[1] + GAP))
     box_width = max(2, round(2 / scale))  # still 2 px after downscaling
     halves = [
-        visualize.attention_overlay(image, attention, positions, patch_size,
-                                    alpha=alpha, box_width=box_width, caption=text)
+        visualize.attention_overlay(
+            image,
+            attention,
+            positions,
+            patch_size,
+            alpha=alpha,
+            box_width=box_width,
+            caption=text,
+        )
         for alpha, text in ((0.0, left), (0.5, right))
     ]
     gap = np.full((image.shape[0], GAP, 3), 255, np.uint8)
@@ -716,7 +927,7 @@ def explain_test_images(model, sequence, source, args, folder):
     done = 0
     for batch in range(len(sequence)):
         images, labels = sequence[batch]
-        positions = sequence.indices[batch * args.batch_size:][: len(images)]
+        positions = sequence.indices[batch * args.batch_size :][: len(images)]
         details = model.explain(images, batch_size=args.batch_size)
         for i, (image, label) in enumerate(zip(images, labels)):
             probabilities = details["probabilities"][i]
@@ -763,10 +974,12 @@ def main(argv=None):
         args.classes = list(source.class_names)
     os.makedirs(args.output, exist_ok=True)
     print(f"data: {data_description}; split: {split_description(args)}")
-    print(f"backend {keras.backend.backend()}; {args.patches} patches of "
-          f"{args.patch_size}x{args.patch_size}, scale {args.scale}, "
-          f"{args.epochs} epochs, batch {args.batch_size} x "
-          f"{args.samples_per_image} draws; output {args.output}")
+    print(
+        f"backend {keras.backend.backend()}; {args.patches} patches of "
+        f"{args.patch_size}x{args.patch_size}, scale {args.scale}, "
+        f"{args.epochs} epochs, batch {args.batch_size} x "
+        f"{args.samples_per_image} draws; output {args.output}"
+    )
 
     summaries = []
     for seed in range(args.seed, args.seed + args.seeds):

@@ -18,7 +18,7 @@ def square_images(n, size=64, square=8, seed=0):
     labels = rng.integers(0, 3, n)
     for image, label in zip(images, labels):
         top, left = rng.integers(0, size - square + 1, 2)
-        image[top:top + square, left:left + square] = np.eye(3)[label]
+        image[top : top + square, left : left + square] = np.eye(3)[label]
     return images, labels
 
 
@@ -29,7 +29,9 @@ def main():
         num_classes=3, scale=8, n_patches=4, patch_size=16, entropy_weight=0.01, seed=0
     )
     model.compile(metrics=["accuracy"])
-    model.fit(x_train, y_train, batch_size=16, epochs=2, validation_data=(x_test, y_test))
+    model.fit(
+        x_train, y_train, batch_size=16, epochs=2, validation_data=(x_test, y_test)
+    )
     accuracy = np.mean(model.predict(x_test, verbose=0).argmax(-1) == y_test)
     print(f"test accuracy {accuracy:.3f} (chance 0.333)")
 

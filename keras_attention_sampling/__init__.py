@@ -7,19 +7,20 @@ attention-weighted average is the prediction. The attention network is
 trained by entropy-regularised REINFORCE, the rest by cross-entropy.
 """
 
-from keras_attention_sampling import datasets
-from keras_attention_sampling import policy_gradient
-from keras_attention_sampling import sampling
-from keras_attention_sampling import visualize
-from keras_attention_sampling.layers import AttentionMap
-from keras_attention_sampling.layers import Downsample
-from keras_attention_sampling.layers import NormalizedFeature
-from keras_attention_sampling.layers import PatchSampler
-from keras_attention_sampling.layers import RewardBaseline
-from keras_attention_sampling.layers import WeightedLogitPool
-from keras_attention_sampling.models import AttentionSamplingModel
-from keras_attention_sampling.models import PolicyGradientMixin
-from keras_attention_sampling.models import PolicyGradientModel
+from keras_attention_sampling import datasets, policy_gradient, sampling, visualize
+from keras_attention_sampling.layers import (
+    AttentionMap,
+    Downsample,
+    NormalizedFeature,
+    PatchSampler,
+    RewardBaseline,
+    WeightedLogitPool,
+)
+from keras_attention_sampling.models import (
+    AttentionSamplingModel,
+    PolicyGradientMixin,
+    PolicyGradientModel,
+)
 
 __version__ = "0.1.0"
 

@@ -7,8 +7,7 @@ Everything here works on flat cell indices `i * w + j`.
 """
 
 import keras
-from keras import ops
-from keras import random
+from keras import ops, random
 
 # The smallest normal float32. Clamping at it keeps `log` finite and its
 # gradient zero (not NaN) where a probability has underflowed to 0.
@@ -123,9 +122,7 @@ def sample_cells(log_probs, n_patches, replace=True, seed=None):
     if replace:
         cells = random.categorical(log_probs, n_patches, seed=seed)
         return ops.cast(cells, "int32")
-    uniform = random.uniform(
-        ops.shape(log_probs), minval=_TINY, maxval=1.0, seed=seed
-    )
+    uniform = random.uniform(ops.shape(log_probs), minval=_TINY, maxval=1.0, seed=seed)
     gumbel = -ops.log(-ops.log(uniform))
     return top_cells(log_probs + gumbel, n_patches)
 

@@ -25,22 +25,61 @@ from PIL import Image, ImageDraw, ImageFont
 # that pictures look the same with or without it installed.
 _BUILTIN_ANCHORS = {
     "inferno": [
-        [0, 0, 4], [11, 7, 36], [33, 12, 74], [61, 9, 101], [87, 16, 110],
-        [113, 25, 110], [138, 34, 106], [163, 44, 97], [188, 55, 84], [210, 70, 68],
-        [228, 90, 49], [241, 115, 29], [249, 142, 9], [252, 172, 17], [249, 203, 53],
-        [242, 234, 105], [252, 255, 164],
+        [0, 0, 4],
+        [11, 7, 36],
+        [33, 12, 74],
+        [61, 9, 101],
+        [87, 16, 110],
+        [113, 25, 110],
+        [138, 34, 106],
+        [163, 44, 97],
+        [188, 55, 84],
+        [210, 70, 68],
+        [228, 90, 49],
+        [241, 115, 29],
+        [249, 142, 9],
+        [252, 172, 17],
+        [249, 203, 53],
+        [242, 234, 105],
+        [252, 255, 164],
     ],
     "viridis": [
-        [68, 1, 84], [72, 24, 106], [71, 45, 123], [66, 64, 134], [59, 82, 139],
-        [51, 99, 141], [44, 114, 142], [38, 130, 142], [33, 145, 140], [31, 160, 136],
-        [40, 174, 128], [63, 188, 115], [94, 201, 98], [132, 212, 75], [173, 220, 48],
-        [216, 226, 25], [253, 231, 37],
+        [68, 1, 84],
+        [72, 24, 106],
+        [71, 45, 123],
+        [66, 64, 134],
+        [59, 82, 139],
+        [51, 99, 141],
+        [44, 114, 142],
+        [38, 130, 142],
+        [33, 145, 140],
+        [31, 160, 136],
+        [40, 174, 128],
+        [63, 188, 115],
+        [94, 201, 98],
+        [132, 212, 75],
+        [173, 220, 48],
+        [216, 226, 25],
+        [253, 231, 37],
     ],
     "magma": [
-        [0, 0, 4], [10, 8, 34], [29, 17, 71], [54, 16, 107], [81, 18, 124],
-        [106, 28, 129], [131, 38, 129], [156, 46, 127], [183, 55, 121], [208, 65, 111],
-        [231, 82, 99], [245, 107, 92], [252, 137, 97], [254, 167, 114], [254, 196, 136],
-        [253, 226, 163], [252, 253, 191],
+        [0, 0, 4],
+        [10, 8, 34],
+        [29, 17, 71],
+        [54, 16, 107],
+        [81, 18, 124],
+        [106, 28, 129],
+        [131, 38, 129],
+        [156, 46, 127],
+        [183, 55, 121],
+        [208, 65, 111],
+        [231, 82, 99],
+        [245, 107, 92],
+        [252, 137, 97],
+        [254, 167, 114],
+        [254, 196, 136],
+        [253, 226, 163],
+        [252, 253, 191],
     ],
     "gray": [[0, 0, 0], [255, 255, 255]],
 }
@@ -136,7 +175,9 @@ def colormap_lut(colormap: str | np.ndarray = "jet") -> np.ndarray:
     except ImportError:
         pass
     except KeyError:
-        raise ValueError(f"colormap_lut: unknown matplotlib colormap {colormap!r}.") from None
+        raise ValueError(
+            f"colormap_lut: unknown matplotlib colormap {colormap!r}."
+        ) from None
     if colormap == "jet":
         table = [
             np.interp(positions, [p for p, _ in channel], [v for _, v in channel])
@@ -313,7 +354,9 @@ def _draw_boxes(out, positions, patch_size, box_color, box_width, caller):
         raise ValueError(f"{caller}: patch_size is required when positions are given.")
     sizes = np.asarray(patch_size).reshape(-1).astype(int).tolist()
     if len(sizes) not in (1, 2):
-        raise ValueError(f"{caller}: patch_size must be p or (ph, pw), got {patch_size}.")
+        raise ValueError(
+            f"{caller}: patch_size must be p or (ph, pw), got {patch_size}."
+        )
     patch_h, patch_w = sizes * 2 if len(sizes) == 1 else sizes
     if patch_h <= 0 or patch_w <= 0:
         raise ValueError(f"{caller}: patch_size must be positive, got {patch_size}.")
@@ -349,7 +392,9 @@ def _draw_caption(out, caption):
     mask = _fit_mask(_text_mask(str(caption), text_height), width - 2 * margin)
     band = min(height, mask.shape[0] + 2 * margin)
     # Darken rather than replace, so the image stays faintly visible.
-    out[height - band :] = (out[height - band :].astype(np.float32) * 0.35).astype(np.uint8)
+    out[height - band :] = (out[height - band :].astype(np.float32) * 0.35).astype(
+        np.uint8
+    )
     _paste_text(out, mask, height - band + margin, margin, (255, 255, 255))
 
 
@@ -429,7 +474,9 @@ def patch_grid(
     if ncols is None:
         ncols = math.ceil(math.sqrt(count))
     if int(ncols) <= 0 or int(pad) < 0:
-        raise ValueError(f"{caller}: ncols must be positive and pad >= 0, got {ncols}, {pad}.")
+        raise ValueError(
+            f"{caller}: ncols must be positive and pad >= 0, got {ncols}, {pad}."
+        )
     if scale is None:
         scale = max(1, math.ceil(96 / max(patch_h, patch_w)))
     if int(scale) <= 0:

@@ -21,7 +21,11 @@ def rng():
 # Files that exercise no backend-specific code path (numpy data pipelines,
 # pictures, the example's command line) run once, on TensorFlow; the suite's
 # other files run on every backend.
-BACKEND_INDEPENDENT = {"test_datasets.py", "test_visualize.py", "test_lymphoma_example.py"}
+BACKEND_INDEPENDENT = {
+    "test_datasets.py",
+    "test_visualize.py",
+    "test_lymphoma_example.py",
+}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -24,8 +24,11 @@ def without_build_config(config, top=True):
     if top:
         config = json.loads(json.dumps(config))
     if isinstance(config, dict):
-        return {k: without_build_config(v, False) for k, v in config.items()
-                if k != "build_config"}
+        return {
+            k: without_build_config(v, False)
+            for k, v in config.items()
+            if k != "build_config"
+        }
     if isinstance(config, list):
         return [without_build_config(v, False) for v in config]
     return config
@@ -90,8 +93,10 @@ def run_layer_test(
     assert without_build_config(from_json.get_config()) == without_build_config(config)
 
     # Saved inside a functional model, the layer comes back with its weights.
-    inputs = [keras.Input(shape[1:], dtype=np.asarray(d).dtype.name)
-              for shape, d in zip(input_shapes, _as_list(input_data))]
+    inputs = [
+        keras.Input(shape[1:], dtype=np.asarray(d).dtype.name)
+        for shape, d in zip(input_shapes, _as_list(input_data))
+    ]
     model_input = inputs if isinstance(input_data, list) else inputs[0]
     model = keras.Model(inputs, layer_cls(**init_kwargs)(model_input, **call_kwargs))
     before = _numpy(model(input_data))
@@ -113,13 +118,19 @@ def run_layer_test(
         target = np.random.default_rng(0).normal(size=tuple(first.shape[1:]))
         target = np.broadcast_to(target, (len(_as_list(input_data)[0]),) + target.shape)
         trainer.fit(input_data, target, epochs=1, verbose=0)
-        moved = [not np.allclose(a, np.array(b)) for a, b in zip(weights, trainer.trainable_weights)]
+        moved = [
+            not np.allclose(a, np.array(b))
+            for a, b in zip(weights, trainer.trainable_weights)
+        ]
         assert any(moved), f"{layer_cls.__name__}: one fit step changed no weight"
 
     if mixed_precision:
         mixed = layer_cls(**init_kwargs, dtype="mixed_bfloat16")
         mixed_output = _as_list(mixed(input_data, **call_kwargs))
         for value in mixed_output:
-            assert np.all(np.isfinite(keras.ops.convert_to_numpy(
-                keras.ops.cast(value, "float32"))))
+            assert np.all(
+                np.isfinite(
+                    keras.ops.convert_to_numpy(keras.ops.cast(value, "float32"))
+                )
+            )
     return layer

@@ -1,7 +1,6 @@
 """What must hold on every backend: compiled steps, repeatable seeds, and
 models that move between backends."""
 
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,12 @@ ALL_BACKENDS = ("tensorflow", "jax", "torch")
 
 def tiny_model(**kwargs):
     return kas.AttentionSamplingModel(
-        3, scale=4, n_patches=3, patch_size=8, samples_per_image=2, seed=0,
+        3,
+        scale=4,
+        n_patches=3,
+        patch_size=8,
+        samples_per_image=2,
+        seed=0,
         attention_network=kas.AttentionMap(blocks=1, filters=4),
         **kwargs,
     )
@@ -86,12 +90,17 @@ _SAVE_ON_BACKEND = textwrap.dedent(
 
 @pytest.mark.parametrize("source", [b for b in ALL_BACKENDS if b != BACKEND])
 def test_model_saved_on_another_backend_predicts_the_same_here(tmp_path, source):
-    pytest.importorskip({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[source])
+    pytest.importorskip(
+        {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[source]
+    )
     paths = [str(tmp_path / name) for name in ("model.keras", "x.npy", "p.npy")]
     env = dict(os.environ, KERAS_BACKEND=source)
     done = subprocess.run(
         [sys.executable, "-c", _SAVE_ON_BACKEND, *paths],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     model = keras.models.load_model(paths[0])

@@ -71,8 +71,17 @@ def _check_lymphoma_index(index):
     assert index.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     names = [os.path.basename(p) for p in index.paths]
     assert names == [name for files in _FILES.values() for name, _ in files]
-    assert index.groups.tolist() == ["sj-A", "sj-A", "sj-B", "sj-C", "sj-C",
-                                     "sj-D", "sj-E", "sj-F", "sj-F"]
+    assert index.groups.tolist() == [
+        "sj-A",
+        "sj-A",
+        "sj-B",
+        "sj-C",
+        "sj-C",
+        "sj-D",
+        "sj-E",
+        "sj-F",
+        "sj-F",
+    ]
     assert index.class_counts() == {"CLL": 3, "FL": 3, "MCL": 3}
     # Labels follow the folders: each image's fill value is its identity.
     values = [index.load_image(i)[0, 0, 0] for i in range(len(index))]
@@ -144,9 +153,9 @@ def test_corrupt_image_raises_when_read_naming_the_file(flat_folder):
     (flat_folder / "FL" / "sj-Z_001.tif").write_bytes(b"II*\x00 this is not a tiff")
     good = flat_folder / "FL" / "sj-C_001.tif"
     truncated = flat_folder / "FL" / "sj-Y_001.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
-        truncated
-    )
+    Image.fromarray(
+        np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    ).save(truncated)
     truncated.write_bytes(truncated.read_bytes()[:300])
     index = index_image_folder(flat_folder)  # indexing never decodes
     assert len(index) == 11
@@ -184,7 +193,7 @@ def test_read_image_converts_modes(tmp_path):
     out = read_image(tmp_path / "palette.png")
     assert out[0, 0].tolist() == [255, 0, 0] and out[0, 1].tolist() == [0, 0, 255]
 
-    deep = (np.arange(6, dtype=np.uint16).reshape(2, 3) * 10000)
+    deep = np.arange(6, dtype=np.uint16).reshape(2, 3) * 10000
     Image.fromarray(deep).save(tmp_path / "deep.png")  # 16-bit greyscale PNG
     out = read_image(tmp_path / "deep.png")
     np.testing.assert_array_equal(out[..., 0], deep >> 8)
@@ -244,10 +253,21 @@ def test_sequence_batches_shuffle_and_epochs():
             return source.load_image(i)
 
     counting = CountingSource()
-    sequence = ImageSequence(counting, batch_size=4, shuffle=True, seed=5, dtype="float32",
-                             workers=2, use_multiprocessing=False, max_queue_size=3)
-    assert (sequence.workers, sequence.use_multiprocessing, sequence.max_queue_size) == (
-        2, False, 3)
+    sequence = ImageSequence(
+        counting,
+        batch_size=4,
+        shuffle=True,
+        seed=5,
+        dtype="float32",
+        workers=2,
+        use_multiprocessing=False,
+        max_queue_size=3,
+    )
+    assert (
+        sequence.workers,
+        sequence.use_multiprocessing,
+        sequence.max_queue_size,
+    ) == (2, False, 3)
     assert counting.loads == 1  # image size probe
     assert len(sequence) == 3
     x, y = sequence[1]
@@ -269,7 +289,9 @@ def test_sequence_batches_shuffle_and_epochs():
     again = ImageSequence(source, batch_size=4, shuffle=True, seed=5)
     np.testing.assert_array_equal(again.indices, epoch0)
 
-    dropped = ImageSequence(source, batch_size=4, indices=[8, 0, 4, 2, 6], drop_remainder=True)
+    dropped = ImageSequence(
+        source, batch_size=4, indices=[8, 0, 4, 2, 6], drop_remainder=True
+    )
     assert len(dropped) == 1
     assert dropped.indices.tolist() == [8, 0, 4, 2]
     assert dropped[0][1].tolist() == source.labels[[8, 0, 4, 2]].tolist()
@@ -282,8 +304,13 @@ def test_sequence_batches_shuffle_and_epochs():
 
 def test_sequence_augmentation_is_reproducible():
     source = SyntheticLymphoma(n_per_class=2, image_size=(32, 48), seed=1)
-    augment = Augment(crop_size=(24, 24), horizontal_flip=True, rotate90=True,
-                      contrast=(0.8, 1.2), brightness=0.1)
+    augment = Augment(
+        crop_size=(24, 24),
+        horizontal_flip=True,
+        rotate90=True,
+        contrast=(0.8, 1.2),
+        brightness=0.1,
+    )
     a = ImageSequence(source, batch_size=6, augment=augment, seed=3)
     b = ImageSequence(source, batch_size=6, augment=augment, seed=3)
     first = a[0][0]
@@ -296,10 +323,16 @@ def test_sequence_augmentation_is_reproducible():
 
 def test_sequence_trains_with_fit():
     source = SyntheticLymphoma(n_per_class=2, image_size=(16, 16), seed=0)
-    sequence = ImageSequence(source, batch_size=3, shuffle=True, seed=0, dtype="float32",
-                             workers=2)
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(),
-                              keras.layers.Dense(3, activation="softmax")])
+    sequence = ImageSequence(
+        source, batch_size=3, shuffle=True, seed=0, dtype="float32", workers=2
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     model.compile("sgd", "sparse_categorical_crossentropy")
     history = model.fit(sequence, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
@@ -325,7 +358,9 @@ def test_augment_geometry_is_a_permutation_of_a_crop():
     seen = set()
     for image, original in zip(out, batch):
         variants = {
-            "id": original, "h": original[:, ::-1], "v": original[::-1],
+            "id": original,
+            "h": original[:, ::-1],
+            "v": original[::-1],
             "hv": original[::-1, ::-1],
         }
         matches = [k for k, v in variants.items() if np.array_equal(image, v)]
@@ -337,8 +372,10 @@ def test_augment_geometry_is_a_permutation_of_a_crop():
     assert crop.shape == (4, 4, 5, 3)
     for image, original in zip(crop, batch):
         hits = [
-            (t, l) for t in range(3) for l in range(4)
-            if np.array_equal(original[t:t + 4, l:l + 5], image)
+            (top, left)
+            for top in range(3)
+            for left in range(4)
+            if np.array_equal(original[top : top + 4, left : left + 5], image)
         ]
         assert hits
 
@@ -347,8 +384,10 @@ def test_augment_rotation_keeps_shape():
     square = _ramp_batch(8, 5, 5)
     out = Augment(rotate90=True)(square, rng=2)
     assert out.shape == square.shape
-    turns = {next(k for k in range(4) if np.array_equal(np.rot90(o, k), r))
-             for o, r in zip(square, out)}
+    turns = {
+        next(k for k in range(4) if np.array_equal(np.rot90(o, k), r))
+        for o, r in zip(square, out)
+    }
     assert len(turns) > 1
     wide = _ramp_batch(8, 4, 6)
     out = Augment(rotate90=True)(wide, rng=2)  # only 0 / 180 degrees
@@ -364,7 +403,9 @@ def test_augment_colour_and_zoom():
     assert np.array_equal(Augment(zoom=(0.0, 0.0))(batch, rng=0), batch)
     flat = Augment(contrast=(0.0, 0.0))(batch, rng=0)  # contrast 0: the mean
     np.testing.assert_allclose(flat.std(axis=(1, 2)), 0, atol=0.6)
-    np.testing.assert_allclose(flat.mean(axis=(1, 2)), batch.mean(axis=(1, 2)), atol=0.6)
+    np.testing.assert_allclose(
+        flat.mean(axis=(1, 2)), batch.mean(axis=(1, 2)), atol=0.6
+    )
     bright = Augment(brightness=0.2)(batch, rng=0).astype(int) - batch
     shifts = bright.mean(axis=(1, 2, 3))
     assert np.all(np.abs(shifts) <= 0.2 * 255 + 1) and np.ptp(shifts) > 5
@@ -379,8 +420,10 @@ def test_augment_colour_and_zoom():
     np.testing.assert_array_equal(zoomed[:, 7, 7], odd[:, 7, 7])
     np.testing.assert_array_equal(zoomed[:, 0, 0], odd[:, 6, 6])
     np.testing.assert_array_equal(zoomed[:, 7, 8], odd[:, 7, 9])  # 2x stride
-    assert not np.array_equal(Augment(contrast=(0.5, 1.5))(batch, rng=1),
-                              Augment(contrast=(0.5, 1.5))(batch, rng=2))
+    assert not np.array_equal(
+        Augment(contrast=(0.5, 1.5))(batch, rng=1),
+        Augment(contrast=(0.5, 1.5))(batch, rng=2),
+    )
 
 
 def test_augment_validation():
@@ -451,7 +494,9 @@ def test_split_by_group_fills_every_split():
         split_by_group([0, 0, 1, 1], ["a", "a", "b", "b"], (0.7, 0.15, 0.15))
 
 
-@pytest.mark.parametrize("fractions", [(0.7, 0.2), (0.8, 0.3, -0.1), (), (float("nan"), 1.0)])
+@pytest.mark.parametrize(
+    "fractions", [(0.7, 0.2), (0.8, 0.3, -0.1), (), (float("nan"), 1.0)]
+)
 def test_split_fraction_validation(fractions):
     with pytest.raises(ValueError, match="fractions"):
         split_random([0, 1, 0, 1], fractions)
@@ -486,8 +531,13 @@ def test_synthetic_is_deterministic_and_seed_dependent():
 
 
 def test_synthetic_labels_groups_and_evidence():
-    source = SyntheticLymphoma(n_per_class=5, image_size=(96, 128), seed=0,
-                               images_per_slide=2, evidence_fraction=0.2)
+    source = SyntheticLymphoma(
+        n_per_class=5,
+        image_size=(96, 128),
+        seed=0,
+        images_per_slide=2,
+        evidence_fraction=0.2,
+    )
     assert source.class_names == ("CLL", "FL", "MCL")
     assert np.bincount(source.labels).tolist() == [5, 5, 5]
     assert source.labels.dtype == np.int32
@@ -500,10 +550,18 @@ def test_synthetic_labels_groups_and_evidence():
         sample = source.generate(i)
         assert abs(sample.evidence_mask.mean() - 0.2) < 0.03
         for cy, cx, r in sample.regions:
-            assert 0 <= cy - r + 1 and cy + r - 1 <= 96 and 0 <= cx - r + 1 and cx + r - 1 <= 128
+            assert (
+                0 <= cy - r + 1
+                and cy + r - 1 <= 96
+                and 0 <= cx - r + 1
+                and cx + r - 1 <= 128
+            )
         # Evidence regions are dense with nuclei (dark in the red channel).
         nuclei = sample.image[..., 0] < 185
-        assert nuclei[sample.evidence_mask].mean() > 2 * nuclei[~sample.evidence_mask].mean()
+        assert (
+            nuclei[sample.evidence_mask].mean()
+            > 2 * nuclei[~sample.evidence_mask].mean()
+        )
 
 
 def test_make_synthetic_lymphoma_and_streaming():
@@ -550,8 +608,13 @@ def _nuclei(image):
 
 def _erode(mask):
     out = np.zeros_like(mask)
-    out[1:-1, 1:-1] = (mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1]
-                       & mask[1:-1, :-2] & mask[1:-1, 2:])
+    out[1:-1, 1:-1] = (
+        mask[1:-1, 1:-1]
+        & mask[:-2, 1:-1]
+        & mask[2:, 1:-1]
+        & mask[1:-1, :-2]
+        & mask[1:-1, 2:]
+    )
     return out
 
 
@@ -572,9 +635,12 @@ def _morphology_features(image, region):
 
 
 def _colour_histogram(image):
-    return np.concatenate(
-        [np.histogram(image[..., c], bins=8, range=(0, 256))[0] for c in range(3)]
-    ) / image[..., 0].size
+    return (
+        np.concatenate(
+            [np.histogram(image[..., c], bins=8, range=(0, 256))[0] for c in range(3)]
+        )
+        / image[..., 0].size
+    )
 
 
 def _nearest_centroid_accuracy(features, labels, train, test):
@@ -588,13 +654,20 @@ def _nearest_centroid_accuracy(features, labels, train, test):
 def test_synthetic_classes_separable_only_by_evidence_morphology():
     # One image per slide, so each image has its own stain and the colour
     # baseline is not judged on a handful of correlated slides.
-    source = SyntheticLymphoma(n_per_class=20, image_size=(160, 192), seed=0,
-                               evidence_fraction=0.2, images_per_slide=1)
+    source = SyntheticLymphoma(
+        n_per_class=20,
+        image_size=(160, 192),
+        seed=0,
+        evidence_fraction=0.2,
+        images_per_slide=1,
+    )
     samples = [source.generate(i) for i in range(len(source))]
     labels = source.labels
     train, test = split_by_group(labels, source.groups, (0.5, 0.5), seed=0)
 
-    evidence = np.array([_morphology_features(s.image, s.evidence_mask) for s in samples])
+    evidence = np.array(
+        [_morphology_features(s.image, s.evidence_mask) for s in samples]
+    )
     # Control: the same features on tissue away from the evidence regions.
     away = []
     for s in samples:

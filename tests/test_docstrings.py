@@ -27,9 +27,7 @@ def _module_names():
         names.append(info.name)
     backend_trainer = f"{PACKAGE}.trainers._{keras.backend.backend()}"
     return sorted(
-        name
-        for name in names
-        if ".trainers._" not in name or name == backend_trainer
+        name for name in names if ".trainers._" not in name or name == backend_trainer
     )
 
 

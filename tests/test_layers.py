@@ -4,17 +4,24 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from layer_testing import run_layer_test
 
 import keras_attention_sampling as kas
-from layer_testing import run_layer_test
 
 
 def test_attention_map(tmp_path, rng):
     images = rng.random((2, 6, 9, 3)).astype("float32")
     layer = run_layer_test(
         kas.AttentionMap,
-        {"blocks": 2, "filters": 4, "kernel_size": 3, "activation": "relu",
-         "temperature": 2.0, "batch_norm": True, "batch_norm_momentum": 0.8},
+        {
+            "blocks": 2,
+            "filters": 4,
+            "kernel_size": 3,
+            "activation": "relu",
+            "temperature": 2.0,
+            "batch_norm": True,
+            "batch_norm_momentum": 0.8,
+        },
         images,
         (2, 6, 9),
         tmp_path,
@@ -30,7 +37,9 @@ def test_attention_map_head_only_and_float32_under_mixed_precision(rng):
     attention = layer(images)
     assert len(layer.trainable_weights) == 2  # only the head
     assert keras.backend.standardize_dtype(attention.dtype) == "float32"
-    np.testing.assert_allclose(ops.convert_to_numpy(attention).sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(attention).sum(axis=(1, 2)), 1.0, rtol=1e-5
+    )
 
 
 def test_attention_map_log_probs_exact_where_probabilities_underflow():
@@ -51,8 +60,15 @@ def test_patch_sampler(tmp_path, rng):
     images = rng.random((2, 32, 40, 3)).astype("float32")
     run_layer_test(
         kas.PatchSampler,
-        {"n_patches": 5, "patch_size": 8, "replace": False, "padding": "constant",
-         "fill_value": 0.5, "inference_sampling": "top_k", "seed": 3},
+        {
+            "n_patches": 5,
+            "patch_size": 8,
+            "replace": False,
+            "padding": "constant",
+            "fill_value": 0.5,
+            "inference_sampling": "top_k",
+            "seed": 3,
+        },
         [attention, images],
         [(2, 5, 8, 8, 3), (2, 5), (2, 5, 2)],
         tmp_path,
@@ -68,7 +84,9 @@ def test_patch_sampler_outputs_are_consistent(rng):
     patches = ops.convert_to_numpy(patches)
     positions = ops.convert_to_numpy(positions)
     assert patches.dtype == np.float32  # cast after the gather
-    cells = ops.convert_to_numpy(kas.sampling.centres_to_cells(positions, (4, 5), (40, 50)))
+    cells = ops.convert_to_numpy(
+        kas.sampling.centres_to_cells(positions, (4, 5), (40, 50))
+    )
     np.testing.assert_allclose(
         ops.convert_to_numpy(sampled_attention),
         np.take_along_axis(attention.reshape(3, -1), cells, axis=1),
@@ -81,7 +99,9 @@ def test_patch_sampler_outputs_are_consistent(rng):
         for n in range(6):
             top = int(positions[b, n, 0]) - 5 + 10
             left = int(positions[b, n, 1]) - 5 + 10
-            np.testing.assert_array_equal(patches[b, n], padded[b, top:top + 10, left:left + 10])
+            np.testing.assert_array_equal(
+                patches[b, n], padded[b, top : top + 10, left : left + 10]
+            )
 
 
 def test_patch_sampler_top_k_at_inference(rng):
@@ -98,13 +118,19 @@ def test_patch_sampler_seeded_draws_repeat(rng):
     images = rng.random((2, 16, 16, 3)).astype("float32")
     first = kas.PatchSampler(8, 4, seed=11)([attention, images])[2]
     second = kas.PatchSampler(8, 4, seed=11)([attention, images])[2]
-    np.testing.assert_array_equal(ops.convert_to_numpy(first), ops.convert_to_numpy(second))
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(first), ops.convert_to_numpy(second)
+    )
 
 
 def test_normalized_feature(tmp_path, rng):
     patches = rng.random((2, 3, 8, 8, 3)).astype("float32")
     layer = run_layer_test(
-        kas.NormalizedFeature, {"units": 4, "epsilon": 1e-9}, patches, (2, 3, 4), tmp_path
+        kas.NormalizedFeature,
+        {"units": 4, "epsilon": 1e-9},
+        patches,
+        (2, 3, 4),
+        tmp_path,
     )
     norms = np.linalg.norm(ops.convert_to_numpy(layer(patches)), axis=-1)
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
@@ -116,8 +142,12 @@ def test_normalized_feature_custom_backbone_round_trips(tmp_path, rng):
     )
     patches = rng.random((2, 3, 8, 8, 3)).astype("float32")
     run_layer_test(
-        kas.NormalizedFeature, {"units": 2, "backbone": backbone}, patches, (2, 3, 2),
-        tmp_path, mixed_precision=False,
+        kas.NormalizedFeature,
+        {"units": 2, "backbone": backbone},
+        patches,
+        (2, 3, 2),
+        tmp_path,
+        mixed_precision=False,
     )
 
 
@@ -131,7 +161,10 @@ def test_normalized_feature_is_safe_at_zero():
 
 def test_normalized_feature_with_keras_applications_backbone(rng):
     backbone = keras.applications.MobileNetV3Small(
-        input_shape=(32, 32, 3), include_top=False, pooling="max", weights=None,
+        input_shape=(32, 32, 3),
+        include_top=False,
+        pooling="max",
+        weights=None,
         include_preprocessing=False,
     )
     layer = kas.NormalizedFeature(3, backbone=backbone)
@@ -177,39 +210,76 @@ def test_weighted_logit_pool_stops_attention_gradient_by_default(rng):
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: kas.PatchSampler(2, 4)([np.ones((2, 4), "float32"), np.ones((2, 8, 8, 3))]),
-         "rank 3"),
-        (lambda: kas.PatchSampler(2, 4)([np.ones((2, 2, 2), "float32"), np.ones((2, 8, 8))]),
-         "rank 4"),
-        (lambda: kas.PatchSampler(2, 4)([np.ones((3, 2, 2), "float32"), np.ones((2, 8, 8, 3))]),
-         "differs from the image batch"),
-        (lambda: kas.PatchSampler(2, 9)([np.ones((2, 2, 2), "float32"), np.ones((2, 8, 8, 3))]),
-         "larger than the image"),
-        (lambda: kas.PatchSampler(5, 2, replace=False)(
-            [np.ones((2, 2, 2), "float32"), np.ones((2, 8, 8, 3))]), "without replacement"),
+        (
+            lambda: kas.PatchSampler(2, 4)(
+                [np.ones((2, 4), "float32"), np.ones((2, 8, 8, 3))]
+            ),
+            "rank 3",
+        ),
+        (
+            lambda: kas.PatchSampler(2, 4)(
+                [np.ones((2, 2, 2), "float32"), np.ones((2, 8, 8))]
+            ),
+            "rank 4",
+        ),
+        (
+            lambda: kas.PatchSampler(2, 4)(
+                [np.ones((3, 2, 2), "float32"), np.ones((2, 8, 8, 3))]
+            ),
+            "differs from the image batch",
+        ),
+        (
+            lambda: kas.PatchSampler(2, 9)(
+                [np.ones((2, 2, 2), "float32"), np.ones((2, 8, 8, 3))]
+            ),
+            "larger than the image",
+        ),
+        (
+            lambda: kas.PatchSampler(5, 2, replace=False)(
+                [np.ones((2, 2, 2), "float32"), np.ones((2, 8, 8, 3))]
+            ),
+            "without replacement",
+        ),
         (lambda: kas.PatchSampler(0, 2), "must be positive"),
         (lambda: kas.PatchSampler(2, -1), "must be positive"),
         (lambda: kas.AttentionMap(filters=0), "must be positive"),
         (lambda: kas.AttentionMap()(np.ones((2, 8, 8), "float32")), "rank 4"),
         (lambda: kas.NormalizedFeature(0), "must be positive"),
-        (lambda: kas.WeightedLogitPool()([np.ones((2, 3, 4)), np.ones((2, 5))]),
-         "number of patches"),
-        (lambda: kas.WeightedLogitPool()([np.ones((2, 3, 4)), np.ones((3, 3))]), "batch"),
-        (lambda: kas.AttentionSamplingModel(3)(np.ones((1, 20, 20), "float32")), "rank 4"),
+        (
+            lambda: kas.WeightedLogitPool()([np.ones((2, 3, 4)), np.ones((2, 5))]),
+            "number of patches",
+        ),
+        (
+            lambda: kas.WeightedLogitPool()([np.ones((2, 3, 4)), np.ones((3, 3))]),
+            "batch",
+        ),
+        (
+            lambda: kas.AttentionSamplingModel(3)(np.ones((1, 20, 20), "float32")),
+            "rank 4",
+        ),
     ],
 )
 def test_bad_input_gets_a_clear_error(build, message):
     with pytest.raises(ValueError, match=message) as info:
         build()
-    assert any(name in str(info.value) for name in (
-        "PatchSampler", "AttentionMap", "NormalizedFeature", "WeightedLogitPool",
-        "AttentionSamplingModel"))
+    assert any(
+        name in str(info.value)
+        for name in (
+            "PatchSampler",
+            "AttentionMap",
+            "NormalizedFeature",
+            "WeightedLogitPool",
+            "AttentionSamplingModel",
+        )
+    )
 
 
 def test_reward_baselines():
     rewards = np.array([0.2, 0.6, 0.1, 0.5], "float32")
     loo = kas.RewardBaseline("leave_one_out")(rewards, samples_per_image=2)
-    np.testing.assert_allclose(ops.convert_to_numpy(loo), [0.6, 0.2, 0.5, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(loo), [0.6, 0.2, 0.5, 0.1], rtol=1e-6
+    )
     mean = kas.RewardBaseline("mean")(rewards)
     np.testing.assert_allclose(float(ops.convert_to_numpy(mean)), 0.35, rtol=1e-6)
     moving = kas.RewardBaseline("moving_average", momentum=0.5)
@@ -227,8 +297,12 @@ def test_reward_baselines():
 def test_downsample(tmp_path, rng):
     images = rng.integers(0, 256, (2, 13, 17, 3)).astype("uint8")
     layer = run_layer_test(
-        kas.Downsample, {"scale": 4, "rescale": 1 / 255}, images, (2, 3, 4, 3),
-        tmp_path, trainable=False,
+        kas.Downsample,
+        {"scale": 4, "rescale": 1 / 255},
+        images,
+        (2, 3, 4, 3),
+        tmp_path,
+        trainable=False,
     )
     expected = images[:, :12, :16].reshape(2, 3, 4, 4, 4, 3).mean(axis=(2, 4)) / 255
     np.testing.assert_allclose(ops.convert_to_numpy(layer(images)), expected, rtol=1e-5)

@@ -22,7 +22,7 @@ def square_task(n, seed):
     labels = rng.integers(0, 3, n)
     corners = rng.integers(0, SIZE - SQUARE + 1, (n, 2))
     for image, label, (top, left) in zip(images, labels, corners):
-        image[top:top + SQUARE, left:left + SQUARE] = np.eye(3)[label]
+        image[top : top + SQUARE, left : left + SQUARE] = np.eye(3)[label]
     return images, labels, corners
 
 
@@ -48,16 +48,26 @@ def train(frozen_attention, epochs=4):
     # baseline and beta_1=0.999 some initialisations stay at chance for
     # several epochs (see the closing notes of the core issue).
     model = kas.AttentionSamplingModel(
-        3, attention_network=attention, scale=8, n_patches=4, patch_size=16,
-        samples_per_image=4, entropy_weight=0.01, baseline="leave_one_out", seed=1,
+        3,
+        attention_network=attention,
+        scale=8,
+        n_patches=4,
+        patch_size=16,
+        samples_per_image=4,
+        entropy_weight=0.01,
+        baseline="leave_one_out",
+        seed=1,
     )
     model.build((None, SIZE, SIZE, 3))
     if frozen_attention:
         # A zero head gives the uniform distribution; freezing keeps it.
-        attention.head.set_weights([np.zeros_like(w) for w in attention.head.get_weights()])
+        attention.head.set_weights(
+            [np.zeros_like(w) for w in attention.head.get_weights()]
+        )
         attention.trainable = False
     model.compile(
-        attention_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.9), metrics=["accuracy"]
+        attention_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.9),
+        metrics=["accuracy"],
     )
     start = time.perf_counter()
     model.fit(x, y, batch_size=16, epochs=epochs, verbose=0)
@@ -71,15 +81,22 @@ def test_learned_attention_finds_the_evidence_and_beats_uniform_sampling():
     learned = model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]
     predicted = model.predict(x_test, verbose=0).argmax(-1)
     assert np.mean(predicted == y_test) > 0.85
-    mass = attention_mass_on_square(model.explain(x_test[:64])["attention"], corners[:64])
+    mass = attention_mass_on_square(
+        model.explain(x_test[:64])["attention"], corners[:64]
+    )
 
     uniform_model, _ = train(frozen_attention=True)
-    uniform = uniform_model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]
+    uniform = uniform_model.evaluate(x_test, y_test, verbose=0, return_dict=True)[
+        "accuracy"
+    ]
     uniform_mass = attention_mass_on_square(
-        uniform_model.explain(x_test[:64])["attention"], corners[:64])
+        uniform_model.explain(x_test[:64])["attention"], corners[:64]
+    )
 
-    print(f"learned {learned:.3f} (mass {mass:.2f}, {seconds:.0f} s), "
-          f"uniform {uniform:.3f} (mass {uniform_mass:.2f})")
+    print(
+        f"learned {learned:.3f} (mass {mass:.2f}, {seconds:.0f} s), "
+        f"uniform {uniform:.3f} (mass {uniform_mass:.2f})"
+    )
     assert learned > 0.85
     assert mass > 0.3 and mass > 3 * uniform_mass
     assert learned - uniform > 0.15

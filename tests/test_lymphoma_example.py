@@ -20,9 +20,29 @@ SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "lymphom
 
 # Tiny and fast: 104x139 images, 2 patches of 16 px, 2 draws per image.
 TINY = [
-    "--image-size", "104", "139", "--n-per-class", "6", "--images-per-slide", "2",
-    "--cell-scale", "0.5", "--patch-size", "16", "--patches", "2", "--scale", "4",
-    "--samples-per-image", "2", "--batch-size", "8", "--grids", "2", "--verbose", "0",
+    "--image-size",
+    "104",
+    "139",
+    "--n-per-class",
+    "6",
+    "--images-per-slide",
+    "2",
+    "--cell-scale",
+    "0.5",
+    "--patch-size",
+    "16",
+    "--patches",
+    "2",
+    "--scale",
+    "4",
+    "--samples-per-image",
+    "2",
+    "--batch-size",
+    "8",
+    "--grids",
+    "2",
+    "--verbose",
+    "0",
 ]
 
 
@@ -57,8 +77,13 @@ def resumed_run(example, tmp_path_factory):
         "history_rows": _csv_rows(os.path.join(run_dir, "history.csv")),
     }
     second = example.main(argv + ["--epochs", "2"])
-    return {"output": output, "run_dir": run_dir, "argv": argv, "second": second,
-            **state}
+    return {
+        "output": output,
+        "run_dir": run_dir,
+        "argv": argv,
+        "second": second,
+        **state,
+    }
 
 
 def test_smoke_writes_table_pictures_and_model(resumed_run, example):
@@ -132,15 +157,18 @@ def _write_kaggle_folder(root):
     """Tiny TIFFs in the Kaggle layout: one folder deeper, 3 slides a class."""
     tifffile = pytest.importorskip("tifffile")
     nested = os.path.join(root, "Malignant Lymphoma Classification")
-    source = datasets.SyntheticLymphoma(6, image_size=(104, 139), seed=5,
-                                        images_per_slide=2, cell_scale=0.5)
+    source = datasets.SyntheticLymphoma(
+        6, image_size=(104, 139), seed=5, images_per_slide=2, cell_scale=0.5
+    )
     for index in range(len(source)):
         name = source.class_names[source.labels[index]]
         folder = os.path.join(nested, name)
         os.makedirs(folder, exist_ok=True)
         slide = f"sj-{index // 2:02d}-{name}"
-        tifffile.imwrite(os.path.join(folder, f"{slide}_{index % 2 + 1:03d}.tif"),
-                         source.load_image(index))
+        tifffile.imwrite(
+            os.path.join(folder, f"{slide}_{index % 2 + 1:03d}.tif"),
+            source.load_image(index),
+        )
     with open(os.path.join(nested, "CLL", ".DS_Store"), "wb") as handle:
         handle.write(b"\0\1junk")
     return source
@@ -150,9 +178,21 @@ def test_kaggle_tiff_folder_with_slide_split(example, tmp_path):
     _write_kaggle_folder(str(tmp_path / "data"))
     output = str(tmp_path / "out")
     argv = [arg for arg in TINY if arg not in ("--image-size", "104", "139")]
-    (summary,) = example.main(argv + ["--data-dir", str(tmp_path / "data"),
-                                      "--split", "slide", "--epochs", "1",
-                                      "--output", output, "--grids", "0"])
+    (summary,) = example.main(
+        argv
+        + [
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--split",
+            "slide",
+            "--epochs",
+            "1",
+            "--output",
+            output,
+            "--grids",
+            "0",
+        ]
+    )
     assert summary["split"] == "slide"
     assert summary["n_train"] + summary["n_val"] + summary["n_test"] == 18
     with open(os.path.join(output, "results.md")) as handle:
@@ -161,8 +201,10 @@ def test_kaggle_tiff_folder_with_slide_split(example, tmp_path):
     # No slide in two parts of the split.
     with open(os.path.join(output, "seed-0", "split.json")) as handle:
         split = json.load(handle)
-    slides = {part: {datasets.slide_id_from_path(name) for name in names}
-              for part, names in split.items()}
+    slides = {
+        part: {datasets.slide_id_from_path(name) for name in names}
+        for part, names in split.items()
+    }
     assert not slides["train"] & slides["val"]
     assert not slides["train"] & slides["test"]
     assert not slides["val"] & slides["test"]

@@ -6,22 +6,31 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from layer_testing import without_build_config
 
 import keras_attention_sampling as kas
 from keras_attention_sampling import policy_gradient, sampling
-from layer_testing import without_build_config
 
 BACKEND = keras.backend.backend()
 
 
 def small_model(**kwargs):
     settings = dict(
-        num_classes=3, scale=4, n_patches=3, patch_size=8, samples_per_image=2,
+        num_classes=3,
+        scale=4,
+        n_patches=3,
+        patch_size=8,
+        samples_per_image=2,
         attention_network=kas.AttentionMap(blocks=1, filters=4),
         feature_network=kas.NormalizedFeature(
-            3, backbone=keras.Sequential(
-                [keras.layers.Conv2D(4, 3, activation="relu"),
-                 keras.layers.GlobalMaxPooling2D()])),
+            3,
+            backbone=keras.Sequential(
+                [
+                    keras.layers.Conv2D(4, 3, activation="relu"),
+                    keras.layers.GlobalMaxPooling2D(),
+                ]
+            ),
+        ),
         seed=0,
     )
     settings.update(kwargs)
@@ -40,7 +49,10 @@ def snapshot(variables):
 
 
 def moved(before, variables):
-    return [not np.allclose(b, keras.ops.convert_to_numpy(v)) for b, v in zip(before, variables)]
+    return [
+        not np.allclose(b, keras.ops.convert_to_numpy(v))
+        for b, v in zip(before, variables)
+    ]
 
 
 def test_fit_evaluate_predict_and_logs(data):
@@ -48,7 +60,15 @@ def test_fit_evaluate_predict_and_logs(data):
     model = small_model()
     model.compile(metrics=["accuracy"])
     history = model.fit(x, y, batch_size=4, epochs=2, validation_data=(x, y), verbose=0)
-    for key in ("loss", "accuracy", "entropy", "reward", "val_loss", "val_entropy", "val_reward"):
+    for key in (
+        "loss",
+        "accuracy",
+        "entropy",
+        "reward",
+        "val_loss",
+        "val_entropy",
+        "val_reward",
+    ):
         assert key in history.history
         assert np.all(np.isfinite(history.history[key]))
     # The map has 8x8 cells: the entropy is a real entropy, not a placeholder.
@@ -64,8 +84,10 @@ def test_fit_evaluate_predict_and_logs(data):
 def test_each_variable_is_updated_by_its_own_optimizer(data):
     x, y = data
     model = small_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  attention_optimizer=keras.optimizers.SGD(0.0))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        attention_optimizer=keras.optimizers.SGD(0.0),
+    )
     model.fit(x[:4], y[:4], epochs=1, verbose=0)
     attention_ids = {id(v) for v in model.attention_network.trainable_variables}
     routed = {id(v) for v in model.attention_optimizer._trainable_variables}
@@ -83,8 +105,10 @@ def test_each_variable_is_updated_by_its_own_optimizer(data):
     assert any(moved(feature_before, model.feature_network.trainable_variables))
 
     model = small_model()
-    model.compile(optimizer=keras.optimizers.SGD(0.0),
-                  attention_optimizer=keras.optimizers.Adam(1e-2))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        attention_optimizer=keras.optimizers.Adam(1e-2),
+    )
     model.build(x.shape)
     attention_before = snapshot(model.attention_network.trainable_variables)
     feature_before = snapshot(model.feature_network.trainable_variables)
@@ -110,15 +134,21 @@ def test_save_load_gives_identical_top_k_predictions_and_resumes(tmp_path, data)
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, kas.AttentionSamplingModel)
-    assert without_build_config(loaded.get_config()) == without_build_config(model.get_config())
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    assert without_build_config(loaded.get_config()) == without_build_config(
+        model.get_config()
+    )
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
     # Both optimisers' state and the moving baseline survive.
     assert int(loaded.attention_optimizer.iterations) == 2
     assert int(loaded.feature_optimizer.iterations) == 2
-    for original, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
-        np.testing.assert_allclose(ops.convert_to_numpy(original),
-                                   ops.convert_to_numpy(restored))
+    for original, restored in zip(
+        model.optimizer.variables, loaded.optimizer.variables
+    ):
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(original), ops.convert_to_numpy(restored)
+        )
     np.testing.assert_allclose(
         ops.convert_to_numpy(loaded.reward_baseline.moving_reward),
         ops.convert_to_numpy(model.reward_baseline.moving_reward),
@@ -139,10 +169,14 @@ def test_explain_returns_every_piece(data):
     assert explanation["patch_logits"].shape == (3, 3, 3)
     assert explanation["patches"].shape == (3, 3, 8, 8, 3)
     # The pooled prediction is rebuilt exactly from the parts it returns.
-    weights = explanation["sampled_attention"] / explanation["sampled_attention"].sum(1, keepdims=True)
+    weights = explanation["sampled_attention"] / explanation["sampled_attention"].sum(
+        1, keepdims=True
+    )
     logits = 3.0 * (weights[..., None] * explanation["patch_logits"]).sum(1)
     expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    np.testing.assert_allclose(explanation["probabilities"], expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        explanation["probabilities"], expected, rtol=1e-4, atol=1e-6
+    )
 
 
 def test_uint8_images_with_rescale(rng):
@@ -159,12 +193,18 @@ def test_view_made_outside_the_model_gives_the_same_predictions(tmp_path, rng):
     x = rng.integers(0, 256, (6, 32, 32, 3)).astype("uint8")
     y = np.arange(6) % 3
     model = small_model(rescale=1 / 255, inference_sampling="top_k")
-    inputs = {"images": x,
-              "view": ops.convert_to_numpy(sampling.downsample(x, 4)).astype("float32")}
+    inputs = {
+        "images": x,
+        "view": ops.convert_to_numpy(sampling.downsample(x, 4)).astype("float32"),
+    }
     model.compile(metrics=["accuracy"])
     # Either form builds the model; the two give the same top-k prediction.
-    np.testing.assert_allclose(model.predict(inputs, verbose=0), model.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(inputs, verbose=0),
+        model.predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     history = model.fit(inputs, y, batch_size=3, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     explanation = model.explain(inputs, batch_size=4)
@@ -172,8 +212,12 @@ def test_view_made_outside_the_model_gives_the_same_predictions(tmp_path, rng):
     path = os.path.join(tmp_path, "views.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(loaded.predict(inputs, verbose=0), model.predict(inputs, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(inputs, verbose=0),
+        model.predict(inputs, verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_host_view_matches_the_model_view(rng):
@@ -196,7 +240,9 @@ def test_dict_inputs_need_images_and_view(data):
 
 
 @pytest.mark.parametrize("replace", [True, False])
-@pytest.mark.parametrize("reward,baseline", [("negative_loss", "none"), ("bounded", "moving_average")])
+@pytest.mark.parametrize(
+    "reward,baseline", [("negative_loss", "none"), ("bounded", "moving_average")]
+)
 def test_estimator_variants_train(data, replace, reward, baseline):
     x, y = data
     model = small_model(replace=replace, reward=reward, baseline=baseline)
@@ -209,16 +255,22 @@ def test_estimator_variants_train(data, replace, reward, baseline):
 
 def test_mixed_precision_training(data):
     if BACKEND == "torch":
-        pytest.skip("torch 2.13 on CPU cannot backpropagate bfloat16 convolutions "
-                    "(slow_conv2d: grad_weight must be contiguous)")
+        pytest.skip(
+            "torch 2.13 on CPU cannot backpropagate bfloat16 convolutions "
+            "(slow_conv2d: grad_weight must be contiguous)"
+        )
     x, y = data
-    model = small_model(dtype="mixed_bfloat16",
-                        attention_network=kas.AttentionMap(blocks=1, filters=4, dtype="mixed_bfloat16"),
-                        feature_network=kas.NormalizedFeature(3, dtype="mixed_bfloat16"))
+    model = small_model(
+        dtype="mixed_bfloat16",
+        attention_network=kas.AttentionMap(blocks=1, filters=4, dtype="mixed_bfloat16"),
+        feature_network=kas.NormalizedFeature(3, dtype="mixed_bfloat16"),
+    )
     model.compile()
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    assert keras.backend.standardize_dtype(model.predict(x, verbose=0).dtype) == "float32"
+    assert (
+        keras.backend.standardize_dtype(model.predict(x, verbose=0).dtype) == "float32"
+    )
 
 
 def functional_model(**kwargs):
@@ -226,7 +278,8 @@ def functional_model(**kwargs):
     low = keras.layers.AveragePooling2D(4)(images)
     attention = kas.AttentionMap(blocks=1, filters=4, name="my_attention")(low)
     patches, weights, _ = kas.PatchSampler(3, 8, seed=0, inference_sampling="top_k")(
-        [attention, images])
+        [attention, images]
+    )
     features = kas.NormalizedFeature(3)(patches)
     outputs = kas.WeightedLogitPool(3.0)([features, weights])
     return kas.PolicyGradientModel(images, outputs, samples_per_image=2, **kwargs)
@@ -235,8 +288,11 @@ def functional_model(**kwargs):
 def test_functional_model_trains_with_the_policy_gradient(tmp_path, data):
     x, y = data
     model = functional_model(entropy_weight=0.1)
-    model.compile(optimizer=keras.optimizers.SGD(0.0),
-                  attention_optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        attention_optimizer=keras.optimizers.Adam(1e-2),
+        metrics=["accuracy"],
+    )
     attention_layer = model.get_layer("my_attention")
     routed = {id(v) for v in model.attention_variables()}
     assert routed == {id(v) for v in attention_layer.trainable_variables}
@@ -253,8 +309,9 @@ def test_functional_model_trains_with_the_policy_gradient(tmp_path, data):
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, kas.PolicyGradientModel)
     assert loaded.entropy_weight == 0.1 and loaded.samples_per_image == 2
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
     assert int(loaded.attention_optimizer.iterations) == 2
     loaded.fit(x, y, batch_size=4, epochs=1, verbose=0)
 
@@ -296,7 +353,9 @@ def test_surrogate_gradient_is_the_score_function_estimate(rng, replace):
         log_probs = sampling.log_softmax_2d(z)
         flat = ops.reshape(log_probs, (2, -1))
         draws = sampling.draw_log_prob(flat, cells, replace=replace)
-        return policy_gradient.policy_surrogate(draws, rewards, baseline, log_probs, entropy_weight)
+        return policy_gradient.policy_surrogate(
+            draws, rewards, baseline, log_probs, entropy_weight
+        )
 
     got = _gradient(surrogate, logits).reshape(2, -1)
 
@@ -317,5 +376,7 @@ def test_surrogate_gradient_is_the_score_function_estimate(rng, replace):
                 score += (p[b] * used - mass * p[b]) / (1 - mass)
             used += onehot
         neg_entropy_grad = p[b] * (np.log(p[b]) - (p[b] * np.log(p[b])).sum())
-        expected[b] = -(rewards[b] - baseline) * score + entropy_weight * neg_entropy_grad
+        expected[b] = (
+            -(rewards[b] - baseline) * score + entropy_weight * neg_entropy_grad
+        )
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)

@@ -51,7 +51,9 @@ def test_first_draw_without_replacement_follows_attention(rng):
     probabilities = rng.dirichlet(np.ones(10)).astype("float32")
     log_probs = np.log(probabilities)[None].repeat(5000, axis=0)
     cells = ops.convert_to_numpy(
-        sampling.sample_cells(log_probs, 3, replace=False, seed=keras.random.SeedGenerator(5))
+        sampling.sample_cells(
+            log_probs, 3, replace=False, seed=keras.random.SeedGenerator(5)
+        )
     )
     counts = np.bincount(cells[:, 0], minlength=10)
     assert _chi_square_p_value(counts, probabilities) > 1e-3
@@ -62,7 +64,8 @@ def test_sampling_can_fail_the_frequency_check(rng):
     probabilities = rng.dirichlet(np.ones(12)).astype("float32")
     cells = ops.convert_to_numpy(
         sampling.sample_cells(
-            np.log(probabilities)[None].repeat(50, axis=0), 100,
+            np.log(probabilities)[None].repeat(50, axis=0),
+            100,
             seed=keras.random.SeedGenerator(3),
         )
     )
@@ -73,7 +76,9 @@ def test_sampling_can_fail_the_frequency_check(rng):
 def test_no_duplicates_without_replacement(rng):
     log_probs = np.log(rng.dirichlet(np.ones(30), size=64)).astype("float32")
     cells = ops.convert_to_numpy(
-        sampling.sample_cells(log_probs, 30, replace=False, seed=keras.random.SeedGenerator(0))
+        sampling.sample_cells(
+            log_probs, 30, replace=False, seed=keras.random.SeedGenerator(0)
+        )
     )
     for row in cells:
         assert len(set(row.tolist())) == 30
@@ -126,7 +131,9 @@ def test_patches_equal_numpy_slices_borders_included(rng, padding, patch_size):
     assert patches.dtype == np.uint8
     pad = patch_size
     if padding == "reflect":
-        padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+        padded = np.pad(
+            images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect"
+        )
     else:
         padded = np.pad(
             images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=7
@@ -135,7 +142,7 @@ def test_patches_equal_numpy_slices_borders_included(rng, padding, patch_size):
         for n in range(4):
             top = int(np.floor(positions[b, n, 0])) - patch_size // 2 + pad
             left = int(np.floor(positions[b, n, 1])) - patch_size // 2 + pad
-            expected = padded[b, top:top + patch_size, left:left + patch_size]
+            expected = padded[b, top : top + patch_size, left : left + patch_size]
             np.testing.assert_array_equal(patches[b, n], expected)
 
 
@@ -146,8 +153,9 @@ def _numpy_average_pool(images, scale):
     return crop.reshape(batch, rows, scale, cols, scale, channels).mean(axis=(2, 4))
 
 
-@pytest.mark.parametrize("shape,scale", [((2, 12, 18, 3), 3), ((1, 23, 17, 2), 5),
-                                         ((2, 8, 8, 1), 1)])
+@pytest.mark.parametrize(
+    "shape,scale", [((2, 12, 18, 3), 3), ((1, 23, 17, 2), 5), ((2, 8, 8, 1), 1)]
+)
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
 def test_downsample_matches_average_pool(rng, shape, scale, dtype):
     images = rng.integers(0, 256, shape).astype(dtype)
@@ -178,5 +186,6 @@ def test_downsample_traces_in_a_functional_model(rng):
     outputs = keras.layers.Lambda(lambda x: sampling.downsample(x, 3))(inputs)
     model = keras.Model(inputs, outputs)
     assert tuple(model.output_shape) == (None, 4, 6, 3)
-    np.testing.assert_allclose(model.predict(images, verbose=0),
-                               _numpy_average_pool(images, 3), rtol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(images, verbose=0), _numpy_average_pool(images, 3), rtol=1e-6
+    )

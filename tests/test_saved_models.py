@@ -24,7 +24,9 @@ def test_models_saved_by_0_1_load_predict_and_resume(name, cls):
     images = np.load(os.path.join(DATA, "images.npy"))
     expected = np.load(os.path.join(DATA, f"{name}_predictions.npy"))
     # Both models pick the top-k cells at inference, so this is deterministic.
-    np.testing.assert_allclose(model.predict(images, verbose=0), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict(images, verbose=0), expected, rtol=1e-4, atol=1e-5
+    )
     assert int(model.attention_optimizer.iterations) == 2
     model.fit(images, np.arange(6) % 3, batch_size=3, epochs=1, verbose=0)
     assert int(model.attention_optimizer.iterations) == 4

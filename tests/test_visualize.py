@@ -38,9 +38,15 @@ def test_overlay_shape_and_dtype(image):
 
 def test_overlay_boxes_follow_positions():
     image = np.zeros((60, 80, 3), np.uint8)
-    out = attention_overlay(image, np.zeros((6, 8)), positions=np.array([[30.0, 40.0]]),
-                            patch_size=10, colormap="gray", box_color=(0, 255, 0),
-                            box_width=2)
+    out = attention_overlay(
+        image,
+        np.zeros((6, 8)),
+        positions=np.array([[30.0, 40.0]]),
+        patch_size=10,
+        colormap="gray",
+        box_color=(0, 255, 0),
+        box_width=2,
+    )
     # Patch rows 30 - 5 .. 30 - 5 + 9 = 25..34, columns 35..44.
     for x in range(35, 45):
         for y in (25, 26, 33, 34):  # top and bottom edges, 2 px thick
@@ -58,8 +64,15 @@ def test_overlay_boxes_odd_size_fractional_and_clipped():
     image = np.zeros((40, 40, 3), np.uint8)
     colours = np.array([[255, 0, 0], [0, 0, 255], [0, 255, 0]], np.uint8)
     positions = [[10.7, 20.2], [0.0, 0.0], [-50.0, 10.0]]  # normal, corner, outside
-    out = attention_overlay(image, np.zeros((4, 4)), positions, patch_size=5,
-                            colormap="gray", box_color=colours, box_width=1)
+    out = attention_overlay(
+        image,
+        np.zeros((4, 4)),
+        positions,
+        patch_size=5,
+        colormap="gray",
+        box_color=colours,
+        box_width=1,
+    )
     red = np.all(out == [255, 0, 0], axis=-1)
     # floor(10.7) - 2 = 8 .. 12 rows, floor(20.2) - 2 = 18 .. 22 columns.
     assert red[8, 18:23].all() and red[12, 18:23].all()
@@ -74,21 +87,29 @@ def test_overlay_boxes_odd_size_fractional_and_clipped():
 def test_overlay_heat_alpha_and_normalisation():
     image = np.full((20, 20, 3), 100, np.uint8)
     attention = np.array([[0.0, 1.0], [0.0, 0.0]])
-    heat = attention_overlay(image, attention, alpha=1.0, colormap="gray",
-                             interpolation="nearest")
+    heat = attention_overlay(
+        image, attention, alpha=1.0, colormap="gray", interpolation="nearest"
+    )
     assert (heat[:10, 10:] == 255).all() and (heat[:10, :10] == 0).all()
     assert (heat[10:] == 0).all()
     # Attention probabilities are tiny; the map is scaled by its maximum.
-    small = attention_overlay(image, attention * 1e-4, alpha=1.0, colormap="gray",
-                              interpolation="nearest")
+    small = attention_overlay(
+        image, attention * 1e-4, alpha=1.0, colormap="gray", interpolation="nearest"
+    )
     np.testing.assert_array_equal(heat, small)
-    batched = attention_overlay(image, attention[None], alpha=1.0, colormap="gray",
-                                interpolation="nearest")  # (1, h, w), as from explain
+    batched = attention_overlay(
+        image, attention[None], alpha=1.0, colormap="gray", interpolation="nearest"
+    )  # (1, h, w), as from explain
     np.testing.assert_array_equal(heat, batched)
     np.testing.assert_array_equal(attention_overlay(image, attention, alpha=0.0), image)
-    half = attention_overlay(image, attention, alpha=0.5, colormap="gray",
-                             interpolation="nearest")
-    assert half[0, 15].tolist() == [178, 178, 178] and half[15, 5].tolist() == [50, 50, 50]
+    half = attention_overlay(
+        image, attention, alpha=0.5, colormap="gray", interpolation="nearest"
+    )
+    assert half[0, 15].tolist() == [178, 178, 178] and half[15, 5].tolist() == [
+        50,
+        50,
+        50,
+    ]
     smooth = attention_overlay(image, attention, alpha=1.0, colormap="gray")
     assert len(np.unique(smooth[..., 0])) > 2  # bilinear: a gradient
     uniform = attention_overlay(image, np.zeros((3, 3)), alpha=1.0, colormap="gray")
@@ -108,13 +129,14 @@ def test_overlay_accepts_backend_tensors():
 def test_overlay_caption_keeps_size_and_is_drawn():
     image = np.full((120, 160, 3), 255, np.uint8)
     plain = attention_overlay(image, np.ones((3, 4)), alpha=0.0)
-    out = attention_overlay(image, np.ones((3, 4)), alpha=0.0,
-                            caption="FL (p=0.93)\nslide sj-05")
+    out = attention_overlay(
+        image, np.ones((3, 4)), alpha=0.0, caption="FL (p=0.93)\nslide sj-05"
+    )
     assert out.shape == plain.shape
     changed = np.any(out != plain, axis=-1)
     rows = np.flatnonzero(changed.any(axis=1))
     assert rows.min() > 60 and rows.max() == 119  # a band along the bottom
-    band = out[rows.min():]
+    band = out[rows.min() :]
     assert (band < 100).any() and (band > 200).any()  # dark band, light text
     # A very long caption is shrunk to fit instead of overflowing.
     long = attention_overlay(image, np.ones((3, 4)), caption="x" * 300)
@@ -126,11 +148,17 @@ def test_overlay_caption_keeps_size_and_is_drawn():
     [
         (dict(attention=np.ones((2, 3, 4))), "attention must have shape"),
         (dict(image=np.ones(5)), "image must have shape"),
-        (dict(positions=np.ones((3, 3)), patch_size=4), r"positions must have shape \(N, 2\)"),
+        (
+            dict(positions=np.ones((3, 3)), patch_size=4),
+            r"positions must have shape \(N, 2\)",
+        ),
         (dict(positions=np.ones((3, 2))), "patch_size is required"),
         (dict(alpha=1.5), "alpha"),
         (dict(interpolation="cubic"), "interpolation"),
-        (dict(positions=np.ones((2, 2)), patch_size=4, box_color=np.ones((3, 3))), "box_color"),
+        (
+            dict(positions=np.ones((2, 2)), patch_size=4, box_color=np.ones((3, 3))),
+            "box_color",
+        ),
         (dict(colormap="no-such-map"), "colormap"),
     ],
 )
@@ -158,7 +186,9 @@ def test_builtin_colormaps_match_matplotlib(monkeypatch):
         assert np.abs(builtin.astype(int) - lut).max() <= tolerance, name
     with pytest.raises(ValueError, match="without matplotlib"):
         colormap_lut("coolwarm")
-    out = attention_overlay(np.zeros((8, 8, 3), np.uint8), np.ones((2, 2)), colormap="inferno")
+    out = attention_overlay(
+        np.zeros((8, 8, 3), np.uint8), np.ones((2, 2)), colormap="inferno"
+    )
     assert out.shape == (8, 8, 3)
 
 
@@ -175,24 +205,37 @@ def test_patch_grid_layout_and_content():
     grid = patch_grid(patches, ncols=2, pad=3, scale=4)
     # 2 columns x 3 rows of 40 px tiles with 3 px padding.
     assert grid.shape == (3 * 43 + 3, 2 * 43 + 3, 3) and grid.dtype == np.uint8
-    first = np.repeat(np.repeat((patches[0] * 255).round().astype(np.uint8), 4, 0), 4, 1)
+    first = np.repeat(
+        np.repeat((patches[0] * 255).round().astype(np.uint8), 4, 0), 4, 1
+    )
     np.testing.assert_array_equal(grid[3:43, 3:43], first)
-    fifth = grid[3 + 2 * 43: 3 + 2 * 43 + 40, 3:43]  # row 2, column 0
-    np.testing.assert_array_equal(fifth[::4, ::4], (patches[4] * 255).round().astype(np.uint8))
-    assert (grid[:3] == 255).all() and (grid[-46:, 46:] == 255).all()  # padding, empty cell
+    fifth = grid[3 + 2 * 43 : 3 + 2 * 43 + 40, 3:43]  # row 2, column 0
+    np.testing.assert_array_equal(
+        fifth[::4, ::4], (patches[4] * 255).round().astype(np.uint8)
+    )
+    assert (grid[:3] == 255).all() and (
+        grid[-46:, 46:] == 255
+    ).all()  # padding, empty cell
 
     grey = patch_grid(rng.integers(0, 255, (4, 20, 20), np.uint8), pad=0, scale=1)
     assert grey.shape == (40, 40, 3)
-    assert patch_grid(np.ones((3, 50, 50, 1), np.uint8)).shape[0] >= 100  # default upscale
+    assert (
+        patch_grid(np.ones((3, 50, 50, 1), np.uint8)).shape[0] >= 100
+    )  # default upscale
 
 
 def test_patch_grid_annotations():
     patches = np.zeros((4, 16, 16, 3), np.uint8) + 128
     plain = patch_grid(patches, scale=6, pad=2)
-    annotated = patch_grid(patches, attention=np.array([0.5, 0.25, 0.125, 0.125]),
-                           labels=["CLL", "FL", "MCL", "FL"], scale=6, pad=2)
+    annotated = patch_grid(
+        patches,
+        attention=np.array([0.5, 0.25, 0.125, 0.125]),
+        labels=["CLL", "FL", "MCL", "FL"],
+        scale=6,
+        pad=2,
+    )
     assert annotated.shape[1] == plain.shape[1] and annotated.shape[0] > plain.shape[0]
-    strip = annotated[2 + 96: 2 + 96 + 10, 2: 2 + 96]  # under the first tile
+    strip = annotated[2 + 96 : 2 + 96 + 10, 2 : 2 + 96]  # under the first tile
     assert (strip < 128).any()  # dark text on the white strip
     with pytest.raises(ValueError, match="patch_grid: attention"):
         patch_grid(patches, attention=np.ones(3))
@@ -220,9 +263,15 @@ def test_save_png_round_trip(tmp_path):
 
 
 def test_overlay_rectangular_patch_size():
-    out = attention_overlay(np.zeros((20, 20, 3), np.uint8), np.zeros((2, 2)),
-                            positions=[[10, 10]], patch_size=np.array([4, 8]),
-                            colormap="gray", box_color=GREEN, box_width=1)
+    out = attention_overlay(
+        np.zeros((20, 20, 3), np.uint8),
+        np.zeros((2, 2)),
+        positions=[[10, 10]],
+        patch_size=np.array([4, 8]),
+        colormap="gray",
+        box_color=GREEN,
+        box_width=1,
+    )
     green = np.all(out == GREEN, axis=-1)
     rows, cols = np.nonzero(green)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (8, 11, 6, 13)

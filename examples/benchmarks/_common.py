@@ -46,6 +46,7 @@ ratios within one table, not across tables or machines.
 
 # -- machine ---------------------------------------------------------------
 
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as handle:
@@ -97,10 +98,20 @@ def backend_version(backend):
 def accelerator():
     """Name and memory of the first NVIDIA GPU, or None (from `nvidia-smi`)."""
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30,
-        ).stdout.strip().splitlines()
+        out = (
+            subprocess.run(
+                [
+                    "nvidia-smi",
+                    "--query-gpu=name,memory.total",
+                    "--format=csv,noheader",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            .stdout.strip()
+            .splitlines()
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out[0].strip() if out else None
@@ -130,8 +141,10 @@ def device_memory_mb():
         if not torch.cuda.is_available():
             return None
         torch.cuda.synchronize()
-        return (torch.cuda.memory_allocated() / 2**20,
-                torch.cuda.max_memory_allocated() / 2**20)
+        return (
+            torch.cuda.memory_allocated() / 2**20,
+            torch.cuda.max_memory_allocated() / 2**20,
+        )
     return None
 
 
@@ -172,6 +185,7 @@ def machine_block(info=None, backends=None, note=None):
 
 
 # -- docs/benchmarks.md ------------------------------------------------------
+
 
 def update_section(name, text, path=DOC):
     """Replaces the text between the `name` markers of `docs/benchmarks.md`."""
@@ -214,7 +228,7 @@ def markdown_table(header, rows):
 
 def print_table(header, rows):
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     print(fmt.format(*header))
     print(fmt.format(*["-" * w for w in widths]))
     for row in rows:
@@ -222,6 +236,7 @@ def print_table(header, rows):
 
 
 # -- timing and memory -------------------------------------------------------
+
 
 def time_call(fn, repeats=5, warmup=1, min_time=0.0, best=False):
     """Median (or with `best`, minimum) wall time of `fn()` in seconds."""
@@ -314,8 +329,9 @@ def run_worker(args, backend=None, timeout=None, extra_env=None, max_rss_gb=None
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.update(extra_env or {})
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, *args], env=env, stdout=out,
-                                stderr=err, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, *args], env=env, stdout=out, stderr=err, text=True
+        )
         state = {"reason": None, "peak": 0.0}
 
         def watch():
@@ -354,7 +370,7 @@ def run_worker(args, backend=None, timeout=None, extra_env=None, max_rss_gb=None
 
 def _parse(stdout):
     return [
-        json.loads(line[len(RESULT_TAG):])
+        json.loads(line[len(RESULT_TAG) :])
         for line in stdout.splitlines()
         if line.startswith(RESULT_TAG)
     ]

@@ -53,9 +53,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 SECTION = "cost"
-SIZES = {"1388x1040": (1040, 1388), "2776x2080": (2080, 2776), "5552x4160": (4160, 5552)}
-MODELS = ("attention x1", "attention x4", "attention x1 (scale 5)",
-          "attention x1 (host view)", "full-res CNN", "downsampled CNN")
+SIZES = {
+    "1388x1040": (1040, 1388),
+    "2776x2080": (2080, 2776),
+    "5552x4160": (4160, 5552),
+}
+MODELS = (
+    "attention x1",
+    "attention x4",
+    "attention x1 (scale 5)",
+    "attention x1 (host view)",
+    "full-res CNN",
+    "downsampled CNN",
+)
 REFERENCE_WIDTH = 1388
 
 
@@ -64,14 +74,17 @@ def view_scale(kind, width, view):
     if kind.endswith("(scale 5)") or view == "scale":
         return 5
     return max(1, int(round(5 * width / REFERENCE_WIDTH)))
+
+
 NUM_CLASSES = 3
 
 
 def seed_cnn(keras, num_classes, name):
     """The seed's feature CNN with a softmax head."""
     return [
-        keras.layers.Conv2D(16, 3, padding="same", activation="leaky_relu",
-                            name=f"{name}_conv{i}")
+        keras.layers.Conv2D(
+            16, 3, padding="same", activation="leaky_relu", name=f"{name}_conv{i}"
+        )
         for i in range(4)
     ] + [
         keras.layers.GlobalMaxPooling2D(name=f"{name}_gmp"),
@@ -87,13 +100,21 @@ def build_model(kind, height, width, scale=5, seed=0):
     keras.utils.set_random_seed(seed)
     if kind.startswith("attention"):
         model = kas.AttentionSamplingModel(
-            NUM_CLASSES, scale=scale, n_patches=20, patch_size=50,
+            NUM_CLASSES,
+            scale=scale,
+            n_patches=20,
+            patch_size=50,
             samples_per_image=4 if kind.endswith("x4") else 1,
-            rescale=1 / 255, seed=seed,
+            rescale=1 / 255,
+            seed=seed,
         )
         if kind.endswith("(host view)"):
-            model.build({"images": (None, height, width, 3),
-                         "view": (None, height // scale, width // scale, 3)})
+            model.build(
+                {
+                    "images": (None, height, width, 3),
+                    "view": (None, height // scale, width // scale, 3),
+                }
+            )
         else:
             model.build((None, height, width, 3))
         model.compile()
@@ -112,8 +133,8 @@ def build_model(kind, height, width, scale=5, seed=0):
 
 
 def worker(args):
-    import numpy as np
     import keras
+    import numpy as np
 
     if args.height:
         height, width = args.height, args.width
@@ -138,19 +159,28 @@ def worker(args):
     # On a GPU the memory that matters is the device's: the columns "above
     # baseline" then hold the allocator's peak minus what is in use here.
     device = _common.device_memory_mb()
-    result = {"model": args.model, "size": args.size or f"{width}x{height}",
-              "batch": batch, "backend": keras.backend.backend(),
-              "scale": scale if args.model != "full-res CNN" else None,
-              "baseline_mb": baseline, "params": model.count_params(),
-              "exact_peak": exact, "host_view_s": host_view_s}
+    result = {
+        "model": args.model,
+        "size": args.size or f"{width}x{height}",
+        "batch": batch,
+        "backend": keras.backend.backend(),
+        "scale": scale if args.model != "full-res CNN" else None,
+        "baseline_mb": baseline,
+        "params": model.count_params(),
+        "exact_peak": exact,
+        "host_view_s": host_view_s,
+    }
     # Prediction first: memory a step frees stays in the process (allocator
     # caches), so the phase measured second would look free. The training
     # peak (read without a reset) is the max of both phases, and training
     # needs more than prediction.
     model.predict_on_batch(x)
-    result["predict_s"] = _common.time_call(
-        lambda: model.predict_on_batch(x), repeats=args.repeats, warmup=0
-    ) / batch
+    result["predict_s"] = (
+        _common.time_call(
+            lambda: model.predict_on_batch(x), repeats=args.repeats, warmup=0
+        )
+        / batch
+    )
     result["predict_peak_above_mb"] = _common.peak_rss_mb() - baseline
     if device:
         result["memory"] = "gpu"
@@ -159,15 +189,21 @@ def worker(args):
     t0 = time.perf_counter()
     model.train_on_batch(x, y)
     result["first_step_s"] = time.perf_counter() - t0
-    result["train_s"] = _common.time_call(
-        lambda: model.train_on_batch(x, y), repeats=args.repeats, warmup=0
-    ) / batch
+    result["train_s"] = (
+        _common.time_call(
+            lambda: model.train_on_batch(x, y), repeats=args.repeats, warmup=0
+        )
+        / batch
+    )
     result["train_peak_mb"] = _common.peak_rss_mb()
     result["train_peak_above_mb"] = result["train_peak_mb"] - baseline
     if device:
         result["train_peak_above_mb"] = _common.device_memory_mb()[1] - device[0]
-    if (args.profile and args.model.startswith("attention")
-            and not args.model.endswith("(host view)")):
+    if (
+        args.profile
+        and args.model.startswith("attention")
+        and not args.model.endswith("(host view)")
+    ):
         result["profile"] = profile(model, x, args.repeats)
     _common.emit(result)
 
@@ -197,32 +233,51 @@ def profile(model, x, repeats):
     parts = {
         "low-res view": lambda: ops.convert_to_numpy(model.low_resolution(images)),
         "low-res view (cast + average_pool, before)": lambda: ops.convert_to_numpy(
-            cast_average_pool(images, model.scale) * model.rescale),
+            cast_average_pool(images, model.scale) * model.rescale
+        ),
         "attention net": lambda: ops.convert_to_numpy(
-            model.attention_network(low, training=True, return_log_probs=True)),
-        "sample + extract": lambda: ops.convert_to_numpy(model.sampler.extract(
-            ops.exp(log_attention), images,
-            model.sampler.sample(log_attention, training=True))[0]),
-        "features + pool": lambda: ops.convert_to_numpy(model.pool(
-            [model.feature_network(patches, training=True), sampled])),
+            model.attention_network(low, training=True, return_log_probs=True)
+        ),
+        "sample + extract": lambda: ops.convert_to_numpy(
+            model.sampler.extract(
+                ops.exp(log_attention),
+                images,
+                model.sampler.sample(log_attention, training=True),
+            )[0]
+        ),
+        "features + pool": lambda: ops.convert_to_numpy(
+            model.pool([model.feature_network(patches, training=True), sampled])
+        ),
     }
-    return {name: _common.time_call(fn, repeats=repeats, warmup=1, best=True) / batch
-            for name, fn in parts.items()}
+    return {
+        name: _common.time_call(fn, repeats=repeats, warmup=1, best=True) / batch
+        for name, fn in parts.items()
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", default=None,
-                        help="keras backend (default: KERAS_BACKEND or tensorflow)")
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help="keras backend (default: KERAS_BACKEND or tensorflow)",
+    )
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--view", choices=("fixed", "scale"), default="fixed",
-                        help="fixed: scale = round(5 W / 1388), a ~278x208 "
-                             "attention view at every size; scale: scale 5")
-    parser.add_argument("--full-res-batch", default="8,2,1",
-                        help="first batch tried for the full-res CNN at each size; "
-                             "halved down to 1 while it does not fit --max-rss-gb")
+    parser.add_argument(
+        "--view",
+        choices=("fixed", "scale"),
+        default="fixed",
+        help="fixed: scale = round(5 W / 1388), a ~278x208 "
+        "attention view at every size; scale: scale 5",
+    )
+    parser.add_argument(
+        "--full-res-batch",
+        default="8,2,1",
+        help="first batch tried for the full-res CNN at each size; "
+        "halved down to 1 while it does not fit --max-rss-gb",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--full-res-repeats", type=int, default=1)
     parser.add_argument("--max-rss-gb", type=float, default=12.0)
@@ -230,16 +285,27 @@ def main():
     parser.add_argument("--profile", action="store_true", default=True)
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--no-doc", action="store_true")
-    parser.add_argument("--section", default=SECTION,
-                        help="section of docs/benchmarks.md to rewrite "
-                             "(e.g. cost-gpu for a GPU run)")
-    parser.add_argument("--command-note", default="",
-                        help="text added after the command line in the doc")
+    parser.add_argument(
+        "--section",
+        default=SECTION,
+        help="section of docs/benchmarks.md to rewrite (e.g. cost-gpu for a GPU run)",
+    )
+    parser.add_argument(
+        "--command-note",
+        default="",
+        help="text added after the command line in the doc",
+    )
     parser.add_argument("--save-json", help="save the measurements to this file")
-    parser.add_argument("--merge-json", help="start from the measurements saved "
-                        "here and re-measure only the selected configurations")
-    parser.add_argument("--report-only", action="store_true",
-                        help="only rewrite the tables from --merge-json")
+    parser.add_argument(
+        "--merge-json",
+        help="start from the measurements saved "
+        "here and re-measure only the selected configurations",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rewrite the tables from --merge-json",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
@@ -269,9 +335,15 @@ def main():
         # After every configuration, so a run stopped early keeps what it measured.
         if args.save_json:
             with open(args.save_json, "w") as handle:
-                json.dump({"results": results, "machine": machine,
-                           "errors": {"|".join(k): v for k, v in errors.items()}},
-                          handle)
+                json.dump(
+                    {
+                        "results": results,
+                        "machine": machine,
+                        "errors": {"|".join(k): v for k, v in errors.items()},
+                    },
+                    handle,
+                )
+
     for index, size in enumerate(SIZES):
         if size not in sizes or args.report_only:
             continue
@@ -285,17 +357,36 @@ def main():
             notes = []
             while True:
                 scale = view_scale(kind, SIZES[size][1], args.view)
-                cmd = [os.path.abspath(__file__), "--worker", "--model", kind,
-                       "--size", size, "--batch", str(batch), "--repeats", str(repeats),
-                       "--scale", str(scale)]
+                cmd = [
+                    os.path.abspath(__file__),
+                    "--worker",
+                    "--model",
+                    kind,
+                    "--size",
+                    size,
+                    "--batch",
+                    str(batch),
+                    "--repeats",
+                    str(repeats),
+                    "--scale",
+                    str(scale),
+                ]
                 if args.profile:
                     cmd.append("--profile")
                 print(f"== {kind} {size} batch {batch} scale {scale}", flush=True)
-                out, error = _common.run_worker(cmd, backend=backend, timeout=args.timeout,
-                                                max_rss_gb=args.max_rss_gb)
+                out, error = _common.run_worker(
+                    cmd,
+                    backend=backend,
+                    timeout=args.timeout,
+                    max_rss_gb=args.max_rss_gb,
+                )
                 final = [r for r in out if not r.get("partial")]
                 if out:
-                    print("  ", {k: v for k, v in out[-1].items() if k != "profile"}, flush=True)
+                    print(
+                        "  ",
+                        {k: v for k, v in out[-1].items() if k != "profile"},
+                        flush=True,
+                    )
                 if error:
                     notes.append(f"batch {batch}: {error}")
                     print("  ", error, flush=True)
@@ -321,28 +412,61 @@ def main():
 
 def report(args, backend, sizes, models, results, errors, machine=None):
     by = {(r["model"], r["size"]): r for r in results}
-    header = ["model", "image", "S", "batch", "train step / image", "predict / image",
-              "peak RSS", "peak above baseline (train)", "peak above (predict)"]
+    header = [
+        "model",
+        "image",
+        "S",
+        "batch",
+        "train step / image",
+        "predict / image",
+        "peak RSS",
+        "peak above baseline (train)",
+        "peak above (predict)",
+    ]
     rows = []
     for size in sizes:
         for kind in models:
             r = by.get((kind, size))
             if r is None:
-                rows.append([kind, size, "", "–", errors.get((kind, size), "not run"),
-                             "", "", "", ""])
+                rows.append(
+                    [
+                        kind,
+                        size,
+                        "",
+                        "–",
+                        errors.get((kind, size), "not run"),
+                        "",
+                        "",
+                        "",
+                        "",
+                    ]
+                )
                 continue
-            rows.append([
-                kind, size, r.get("scale") or "–", r["batch"],
-                _common.format_seconds(r.get("train_s")) if "train_s" in r else errors.get((kind, size), "–"),
-                _common.format_seconds(r.get("predict_s")),
-                f"{r['train_peak_mb'] / 1024:.2f} GB" if "train_peak_mb" in r else "–",
-                f"{r['train_peak_above_mb']:.0f} MB" if "train_peak_above_mb" in r else "–",
-                f"{r['predict_peak_above_mb']:.0f} MB" if "predict_peak_above_mb" in r else "–",
-            ])
+            rows.append(
+                [
+                    kind,
+                    size,
+                    r.get("scale") or "–",
+                    r["batch"],
+                    _common.format_seconds(r.get("train_s"))
+                    if "train_s" in r
+                    else errors.get((kind, size), "–"),
+                    _common.format_seconds(r.get("predict_s")),
+                    f"{r['train_peak_mb'] / 1024:.2f} GB"
+                    if "train_peak_mb" in r
+                    else "–",
+                    f"{r['train_peak_above_mb']:.0f} MB"
+                    if "train_peak_above_mb" in r
+                    else "–",
+                    f"{r['predict_peak_above_mb']:.0f} MB"
+                    if "predict_peak_above_mb" in r
+                    else "–",
+                ]
+            )
     _common.print_table(header, rows)
 
     # Ratios.
-    ratio_rows, summary = [], []
+    ratio_rows = []
 
     def get(kind, size, key):
         r = by.get((kind, size))
@@ -358,30 +482,42 @@ def report(args, backend, sizes, models, results, errors, machine=None):
         as_t = get("attention x1", size, "train_s")
         full_m = get("full-res CNN", size, "train_peak_above_mb")
         as_m = get("attention x1", size, "train_peak_above_mb")
-        ratio_rows.append([
-            size,
-            get("attention x1", size, "scale") or "–",
-            ratio(full_t, as_t, "{:.0f}x"),
-            ratio(full_m, as_m, "{:.2f}x"),
-            ratio(as_t, get("attention x1", small, "train_s")),
-            ratio(as_m, get("attention x1", small, "train_peak_above_mb")),
-            ratio(get("attention x1 (scale 5)", size, "train_s"),
-                  get("attention x1 (scale 5)", small, "train_s")),
-            ratio(full_t, get("full-res CNN", small, "train_s"), "{:.1f}x"),
-            ratio(get("attention x4", size, "train_s"), as_t),
-            ratio(get("attention x1 (host view)", size, "train_s"),
-                  get("attention x1 (host view)", small, "train_s")),
-            _common.format_seconds(get("attention x1 (host view)", size, "host_view_s")),
-        ])
-    ratio_header = ["image", "scale S", "full-res / attention x1 (train time)",
-                    "full-res / attention x1 (train memory above baseline)",
-                    f"attention x1 time vs {small}",
-                    f"attention x1 memory above baseline vs {small}",
-                    f"attention x1 (scale 5) time vs {small}",
-                    f"full-res time vs {small}",
-                    "attention x4 / x1 (time per image)",
-                    f"attention x1 (host view) time vs {small}",
-                    "host view made by the loader / image"]
+        ratio_rows.append(
+            [
+                size,
+                get("attention x1", size, "scale") or "–",
+                ratio(full_t, as_t, "{:.0f}x"),
+                ratio(full_m, as_m, "{:.2f}x"),
+                ratio(as_t, get("attention x1", small, "train_s")),
+                ratio(as_m, get("attention x1", small, "train_peak_above_mb")),
+                ratio(
+                    get("attention x1 (scale 5)", size, "train_s"),
+                    get("attention x1 (scale 5)", small, "train_s"),
+                ),
+                ratio(full_t, get("full-res CNN", small, "train_s"), "{:.1f}x"),
+                ratio(get("attention x4", size, "train_s"), as_t),
+                ratio(
+                    get("attention x1 (host view)", size, "train_s"),
+                    get("attention x1 (host view)", small, "train_s"),
+                ),
+                _common.format_seconds(
+                    get("attention x1 (host view)", size, "host_view_s")
+                ),
+            ]
+        )
+    ratio_header = [
+        "image",
+        "scale S",
+        "full-res / attention x1 (train time)",
+        "full-res / attention x1 (train memory above baseline)",
+        f"attention x1 time vs {small}",
+        f"attention x1 memory above baseline vs {small}",
+        f"attention x1 (scale 5) time vs {small}",
+        f"full-res time vs {small}",
+        "attention x4 / x1 (time per image)",
+        f"attention x1 (host view) time vs {small}",
+        "host view made by the loader / image",
+    ]
     print()
     _common.print_table(ratio_header, ratio_rows)
 
@@ -392,8 +528,10 @@ def report(args, backend, sizes, models, results, errors, machine=None):
             if not prof:
                 continue
             total = sum(v for k, v in prof.items() if "before" not in k)
-            profile_rows.append([size, f"{kind}, S={get(kind, size, 'scale')}"] + [
-                f"{v * 1e3:.1f} ms ({100 * v / total:.0f}%)" for v in prof.values()])
+            profile_rows.append(
+                [size, f"{kind}, S={get(kind, size, 'scale')}"]
+                + [f"{v * 1e3:.1f} ms ({100 * v / total:.0f}%)" for v in prof.values()]
+            )
     profile_header = None
     if profile_rows:
         names = list(next(r for r in results if r.get("profile"))["profile"])
@@ -405,11 +543,15 @@ def report(args, backend, sizes, models, results, errors, machine=None):
         return
     on_gpu = any(r.get("memory") == "gpu" for r in results)
     gpu_note = (
-        " **On the GPU the *peak above baseline* columns are GPU memory**: the "
-        "allocator's peak (JAX `peak_bytes_in_use`, torch "
-        "`max_memory_allocated`) minus the memory in use after build; *peak "
-        "RSS* is still the host process."
-    ) if on_gpu else ""
+        (
+            " **On the GPU the *peak above baseline* columns are GPU memory**: the "
+            "allocator's peak (JAX `peak_bytes_in_use`, torch "
+            "`max_memory_allocated`) minus the memory in use after build; *peak "
+            "RSS* is still the host process."
+        )
+        if on_gpu
+        else ""
+    )
     lines = [
         "## Cost per image: attention sampling versus full-resolution CNN"
         + (" (GPU)" if on_gpu else ""),
@@ -422,11 +564,14 @@ def report(args, backend, sizes, models, results, errors, machine=None):
         f"{args.full_res_repeats} for the full-res CNN). *attention x1/x4*: "
         "`AttentionSamplingModel(scale=S, n_patches=20, patch_size=50, "
         "samples_per_image=1/4, rescale=1/255)` with "
-        + ("`S = round(5 W / 1388)` (`--view fixed`: 5 at 1388x1040, 10 at "
-           "2776x2080, 20 at 5552x4160), so the attention network always "
-           "reads a ~278x208 view and only the downsampling pass reads every "
-           "pixel; " if args.view == "fixed" else "`S = 5` at every size "
-           "(`--view scale`); ")
+        + (
+            "`S = round(5 W / 1388)` (`--view fixed`: 5 at 1388x1040, 10 at "
+            "2776x2080, 20 at 5552x4160), so the attention network always "
+            "reads a ~278x208 view and only the downsampling pass reads every "
+            "pixel; "
+            if args.view == "fixed"
+            else "`S = 5` at every size (`--view scale`); "
+        )
         + "*attention x1 (scale 5)*: attention x1 with `scale=5` at every "
         "size (its attention view grows with the image: 1110x832 at "
         "5552x4160); with `samples_per_image=4` the attention map is computed "
@@ -446,12 +591,14 @@ def report(args, backend, sizes, models, results, errors, machine=None):
         "model build and data creation (kernel `VmHWM` reset there); "
         "prediction is measured first, so the training column is the peak "
         "over prediction and training (memory freed by a step stays cached "
-        "in the process, so a second phase cannot be isolated). The full-res CNN ran at the batch shown: a worker "
+        "in the process, so a second phase cannot be isolated). The full-res "
+        "CNN ran at the batch shown: a worker "
         f"past {args.max_rss_gb:g} GB RSS is killed and the full-res CNN is "
         "retried at half the batch (see the notes below the tables)." + gpu_note,
         "",
         f"Command: `python examples/benchmarks/cost.py --backend {backend} "
-        f"--view {args.view}`" + (f" ({args.command_note})" if args.command_note else ""),
+        f"--view {args.view}`"
+        + (f" ({args.command_note})" if args.command_note else ""),
         "",
         _common.markdown_table(header, rows),
         "",
@@ -467,13 +614,17 @@ def report(args, backend, sizes, models, results, errors, machine=None):
             "Where the attention model's time goes (eager forward pass in "
             "training mode, per image, best of the timed calls; `features + "
             "pool` is the feature network on the 20 patches; percentages of the "
-            "four parts of the model; the *before* column, the cast-then-`ops.average_pool` pass the package used until `sampling.downsample`, is not counted):",
+            "four parts of the model; the *before* column, the "
+            "cast-then-`ops.average_pool` pass the package used until "
+            "`sampling.downsample`, is not counted):",
             "",
             _common.markdown_table(profile_header, profile_rows),
         ]
     extra = [f"{k[0]} {k[1]}: {v}" for k, v in errors.items()]
     if extra:
-        lines += ["", "Notes (configurations stopped or retried):", ""] + [f"- {e}" for e in extra]
+        lines += ["", "Notes (configurations stopped or retried):", ""] + [
+            f"- {e}" for e in extra
+        ]
     _common.update_section(args.section, "\n".join(lines))
 
 

@@ -30,7 +30,9 @@ def worker(args):
     from keras_attention_sampling import sampling
 
     def before(images, scale):
-        return ops.average_pool(ops.cast(images, "float32"), scale, scale, padding="valid")
+        return ops.average_pool(
+            ops.cast(images, "float32"), scale, scale, padding="valid"
+        )
 
     backend = keras.backend.backend()
     rng = np.random.default_rng(0)
@@ -38,20 +40,40 @@ def worker(args):
         width, height = (int(v) for v in size.split("x"))
         for batch in args.batches:
             images = ops.convert_to_tensor(
-                rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8))
+                rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+            )
             passes = {"downsample": sampling.downsample, "cast + average_pool": before}
             outputs = {}
             for name, fn in passes.items():
-                call = _compiled(backend, lambda x, fn=fn: fn(x, scale))
+                call = _compiled(backend, lambda x, fn=fn, scale=scale: fn(x, scale))
                 outputs[name] = ops.convert_to_numpy(call(images))
                 seconds = _common.time_call(
-                    lambda: ops.convert_to_numpy(call(images)), repeats=args.repeats,
-                    warmup=0, best=True)
-                _common.emit({"backend": backend, "size": size, "scale": scale,
-                              "batch": batch, "pass": name, "seconds": seconds / batch})
-            difference = np.abs(outputs["downsample"] - outputs["cast + average_pool"]).max()
-            _common.emit({"backend": backend, "size": size, "batch": batch,
-                          "max_difference": float(difference)})
+                    lambda call=call, images=images: ops.convert_to_numpy(call(images)),
+                    repeats=args.repeats,
+                    warmup=0,
+                    best=True,
+                )
+                _common.emit(
+                    {
+                        "backend": backend,
+                        "size": size,
+                        "scale": scale,
+                        "batch": batch,
+                        "pass": name,
+                        "seconds": seconds / batch,
+                    }
+                )
+            difference = np.abs(
+                outputs["downsample"] - outputs["cast + average_pool"]
+            ).max()
+            _common.emit(
+                {
+                    "backend": backend,
+                    "size": size,
+                    "batch": batch,
+                    "max_difference": float(difference),
+                }
+            )
 
 
 def _compiled(backend, fn):
@@ -82,24 +104,54 @@ def main():
     for backend in args.backends.split(","):
         t0 = time.perf_counter()
         out, error = _common.run_worker(
-            [os.path.abspath(__file__), "--worker", "--batches",
-             ",".join(map(str, args.batches)), "--repeats", str(args.repeats)],
-            backend=backend)
+            [
+                os.path.abspath(__file__),
+                "--worker",
+                "--batches",
+                ",".join(map(str, args.batches)),
+                "--repeats",
+                str(args.repeats),
+            ],
+            backend=backend,
+        )
         print(f"{backend}: {time.perf_counter() - t0:.0f} s", error or "", flush=True)
         results += out
-    times = {(r["backend"], r["size"], r["batch"], r["pass"]): r["seconds"]
-             for r in results if "pass" in r}
-    diffs = {(r["backend"], r["size"], r["batch"]): r["max_difference"]
-             for r in results if "max_difference" in r}
-    header = ["backend", "image", "S", "batch", "downsample / image",
-              "cast + average_pool / image", "speed-up", "max difference"]
+    times = {
+        (r["backend"], r["size"], r["batch"], r["pass"]): r["seconds"]
+        for r in results
+        if "pass" in r
+    }
+    diffs = {
+        (r["backend"], r["size"], r["batch"]): r["max_difference"]
+        for r in results
+        if "max_difference" in r
+    }
+    header = [
+        "backend",
+        "image",
+        "S",
+        "batch",
+        "downsample / image",
+        "cast + average_pool / image",
+        "speed-up",
+        "max difference",
+    ]
     rows = []
     for (backend, size, batch), diff in diffs.items():
         new = times[(backend, size, batch, "downsample")]
         old = times[(backend, size, batch, "cast + average_pool")]
-        rows.append([backend, size, dict(CASES)[size], batch,
-                     _common.format_seconds(new), _common.format_seconds(old),
-                     f"{old / new:.1f}x", f"{diff:.1e}"])
+        rows.append(
+            [
+                backend,
+                size,
+                dict(CASES)[size],
+                batch,
+                _common.format_seconds(new),
+                _common.format_seconds(old),
+                f"{old / new:.1f}x",
+                f"{diff:.1e}",
+            ]
+        )
     _common.print_table(header, rows)
     if args.no_doc:
         return

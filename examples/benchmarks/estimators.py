@@ -58,7 +58,7 @@ def square_task(n, size=64, square=8, classes=3, seed=0):
         r, c = rng.integers(0, size - square, 2)
         colour = np.zeros(3, np.uint8)
         colour[y[i] % 3] = 255
-        x[i, r:r + square, c:c + square] = colour
+        x[i, r : r + square, c : c + square] = colour
     return x, y
 
 
@@ -79,8 +79,8 @@ def main():
         report(args, saved["results"], saved["pre_logs"], saved["n_values"])
         return
 
-    import numpy as np
     import keras
+    import numpy as np
     import tensorflow as tf
 
     import keras_attention_sampling as kas
@@ -88,13 +88,25 @@ def main():
     keras.utils.set_random_seed(args.seed)
     x_train, y_train = square_task(512, seed=args.seed)
     model = kas.AttentionSamplingModel(
-        3, scale=8, n_patches=4, patch_size=16, samples_per_image=args.samples_per_image,
-        entropy_weight=0.01, rescale=1 / 255, seed=args.seed,
+        3,
+        scale=8,
+        n_patches=4,
+        patch_size=16,
+        samples_per_image=args.samples_per_image,
+        entropy_weight=0.01,
+        rescale=1 / 255,
+        seed=args.seed,
     )
     model.compile(metrics=["accuracy"])
     t0 = time.perf_counter()
-    history = model.fit(x_train, y_train, batch_size=16, epochs=1,
-                        steps_per_epoch=args.pretrain_steps, verbose=0)
+    history = model.fit(
+        x_train,
+        y_train,
+        batch_size=16,
+        epochs=1,
+        steps_per_epoch=args.pretrain_steps,
+        verbose=0,
+    )
     pretrain_s = time.perf_counter() - t0
     pre_logs = {k: float(v[-1]) for k, v in history.history.items()}
     print(f"pretrained {args.pretrain_steps} steps in {pretrain_s:.0f} s: {pre_logs}")
@@ -132,7 +144,7 @@ def main():
         model.entropy_weight = 0.0
         step = tf.function(gradient_tensors)  # retraced for each configuration
 
-        def gradient():
+        def gradient(step=step):
             return step().numpy()
 
         if baseline == "moving_average":
@@ -146,18 +158,25 @@ def main():
         total_var = float(grads.var(0, ddof=1).sum())
         # |mean|^2 over-estimates |E g|^2 by tr(cov) / draws; correct for it.
         mean_sq = max(float(mean @ mean) - total_var / args.draws, 1e-30)
-        results.append({
-            "reward": reward, "baseline": baseline, "replace": replace,
-            "total_var": total_var, "mean_norm": mean_sq ** 0.5,
-            "relative_var": total_var / mean_sq if mean_sq > 0 else float("inf"),
-            "seconds": seconds,
-        })
+        results.append(
+            {
+                "reward": reward,
+                "baseline": baseline,
+                "replace": replace,
+                "total_var": total_var,
+                "mean_norm": mean_sq**0.5,
+                "relative_var": total_var / mean_sq if mean_sq > 0 else float("inf"),
+                "seconds": seconds,
+            }
+        )
         print(results[-1], flush=True)
 
     n_values = sum(int(np.prod(v.shape)) for v in variables)
     if args.save_json:
         with open(args.save_json, "w") as handle:
-            json.dump({"results": results, "pre_logs": pre_logs, "n_values": n_values}, handle)
+            json.dump(
+                {"results": results, "pre_logs": pre_logs, "n_values": n_values}, handle
+            )
     report(args, results, pre_logs, n_values)
 
 
@@ -165,56 +184,116 @@ def conclusions(results, noise=0.2):
     """Plain-language reading of the table (differences below `noise` are
     treated as ties: with 100 draws the variance estimates themselves are
     uncertain by roughly 15-20%)."""
+
     def rel(reward, baseline, replace):
-        return next(r["relative_var"] for r in results if r["reward"] == reward
-                    and r["baseline"] == baseline and r["replace"] == replace)
+        return next(
+            r["relative_var"]
+            for r in results
+            if r["reward"] == reward
+            and r["baseline"] == baseline
+            and r["replace"] == replace
+        )
 
     def compare(a, b, name_a, name_b):
         ratio = a / b
         if ratio < 1 - noise:
-            return f"{name_a} has {1 / ratio:.1f}x lower relative variance than {name_b}"
+            return (
+                f"{name_a} has {1 / ratio:.1f}x lower relative variance than {name_b}"
+            )
         if ratio > 1 + noise:
             return f"{name_b} has {ratio:.1f}x lower relative variance than {name_a}"
         return f"{name_a} and {name_b} are within noise ({ratio:.2f}x)"
 
     lines = []
     for reward in ("bounded", "negative_loss"):
-        lines.append(f"{reward} reward, with replacement: " + compare(
-            rel(reward, "mean", True), rel(reward, "none", True),
-            "the batch-mean baseline", "no baseline"))
-        lines.append(f"{reward} reward, with replacement: " + compare(
-            rel(reward, "mean", True), rel(reward, "moving_average", True),
-            "the batch mean", "the moving average"))
+        lines.append(
+            f"{reward} reward, with replacement: "
+            + compare(
+                rel(reward, "mean", True),
+                rel(reward, "none", True),
+                "the batch-mean baseline",
+                "no baseline",
+            )
+        )
+        lines.append(
+            f"{reward} reward, with replacement: "
+            + compare(
+                rel(reward, "mean", True),
+                rel(reward, "moving_average", True),
+                "the batch mean",
+                "the moving average",
+            )
+        )
     for reward in ("bounded", "negative_loss"):
-        lines.append(f"{reward} reward, with replacement: " + compare(
-            rel(reward, "leave_one_out", True), rel(reward, "mean", True),
-            "the leave-one-out baseline", "the batch mean"))
-    lines.append("bounded reward, without replacement: " + compare(
-        rel("bounded", "leave_one_out", False), rel("bounded", "mean", False),
-        "the leave-one-out baseline", "the batch mean"))
-    lines.append("batch-mean baseline, with replacement: " + compare(
-        rel("bounded", "mean", True), rel("negative_loss", "mean", True),
-        "the bounded reward", "the raw reward (negative_loss)"))
-    lines.append("bounded reward, batch-mean baseline: " + compare(
-        rel("bounded", "mean", True), rel("bounded", "mean", False),
-        "sampling with replacement", "without replacement"))
+        lines.append(
+            f"{reward} reward, with replacement: "
+            + compare(
+                rel(reward, "leave_one_out", True),
+                rel(reward, "mean", True),
+                "the leave-one-out baseline",
+                "the batch mean",
+            )
+        )
+    lines.append(
+        "bounded reward, without replacement: "
+        + compare(
+            rel("bounded", "leave_one_out", False),
+            rel("bounded", "mean", False),
+            "the leave-one-out baseline",
+            "the batch mean",
+        )
+    )
+    lines.append(
+        "batch-mean baseline, with replacement: "
+        + compare(
+            rel("bounded", "mean", True),
+            rel("negative_loss", "mean", True),
+            "the bounded reward",
+            "the raw reward (negative_loss)",
+        )
+    )
+    lines.append(
+        "bounded reward, batch-mean baseline: "
+        + compare(
+            rel("bounded", "mean", True),
+            rel("bounded", "mean", False),
+            "sampling with replacement",
+            "without replacement",
+        )
+    )
     return lines
 
 
 def report(args, results, pre_logs, n_values):
-    reference = next(r for r in results
-                     if r["reward"] == "bounded" and r["baseline"] == "mean" and r["replace"])
-    header = ["sampling", "reward", "baseline", "total variance", "‖mean gradient‖",
-              "relative variance", "total var / default", "relative var / default"]
+    reference = next(
+        r
+        for r in results
+        if r["reward"] == "bounded" and r["baseline"] == "mean" and r["replace"]
+    )
+    header = [
+        "sampling",
+        "reward",
+        "baseline",
+        "total variance",
+        "‖mean gradient‖",
+        "relative variance",
+        "total var / default",
+        "relative var / default",
+    ]
     rows = []
     for r in results:
-        rows.append([
-            "with replacement" if r["replace"] else "without (Gumbel-top-k)",
-            r["reward"], r["baseline"], f"{r['total_var']:.3g}",
-            f"{r['mean_norm']:.3g}", f"{r['relative_var']:.3g}",
-            f"{r['total_var'] / reference['total_var']:.2f}",
-            f"{r['relative_var'] / reference['relative_var']:.2f}",
-        ])
+        rows.append(
+            [
+                "with replacement" if r["replace"] else "without (Gumbel-top-k)",
+                r["reward"],
+                r["baseline"],
+                f"{r['total_var']:.3g}",
+                f"{r['mean_norm']:.3g}",
+                f"{r['relative_var']:.3g}",
+                f"{r['total_var'] / reference['total_var']:.2f}",
+                f"{r['relative_var'] / reference['relative_var']:.2f}",
+            ]
+        )
     _common.print_table(header, rows)
     found = conclusions(results)
     for line in found:

@@ -38,8 +38,10 @@ SECTION = "extraction"
 
 # -- the alternative (standalone, ready to move into sampling.py) -----------
 
-def windows_gather_patches(images, positions, patch_size, padding="reflect",
-                           fill_value=0):
+
+def windows_gather_patches(
+    images, positions, patch_size, padding="reflect", fill_value=0
+):
     """`gather_patches` without reshaping (hence, on JAX, copying) the image.
 
     Each patch is cut as one `p x p` window with `ops.slice` at the patch
@@ -66,9 +68,7 @@ def windows_gather_patches(images, positions, patch_size, padding="reflect",
     starts = ops.reshape(starts, (-1, 4))
     size = (1, patch_size, patch_size, channels)
     windows = ops.vectorized_map(lambda s: ops.slice(images, s, size)[0], starts)
-    windows = ops.reshape(
-        windows, (batch, n_patches, patch_size, patch_size, channels)
-    )
+    windows = ops.reshape(windows, (batch, n_patches, patch_size, patch_size, channels))
     rows = corner[..., 0:1] + offsets  # (B, N, p) image rows of each patch
     cols = corner[..., 1:2] + offsets
     inside = None
@@ -87,12 +87,14 @@ def windows_gather_patches(images, positions, patch_size, padding="reflect",
     patches = ops.take_along_axis(windows, rows[:, :, :, None, None], axis=2)
     patches = ops.take_along_axis(patches, cols[:, :, None, :, None], axis=3)
     if inside is not None:
-        patches = ops.where(inside[..., None], patches,
-                            ops.cast(fill_value, patches.dtype))
+        patches = ops.where(
+            inside[..., None], patches, ops.cast(fill_value, patches.dtype)
+        )
     return patches
 
 
 # -- worker (one backend per process) ----------------------------------------
+
 
 def _compiler(backend):
     if backend == "tensorflow":
@@ -120,8 +122,8 @@ def worker(args):
     """
     import time
 
-    import numpy as np
     import keras
+    import numpy as np
     from keras import ops
 
     import keras_attention_sampling as kas
@@ -138,7 +140,9 @@ def worker(args):
     rng = np.random.default_rng(0)
     sampler = kas.PatchSampler(n, p)
     functions = {
-        "gather_patches": lambda im, pos, at, ce: kas.sampling.gather_patches(im, pos, p),
+        "gather_patches": lambda im, pos, at, ce: kas.sampling.gather_patches(
+            im, pos, p
+        ),
         "PatchSampler.extract": lambda im, pos, at, ce: sampler.extract(at, im, ce)[0],
         "windows": lambda im, pos, at, ce: windows_gather_patches(im, pos, p),
     }
@@ -150,14 +154,18 @@ def worker(args):
             cells_np[:, 0] = 0  # exercise both borders
             cells_np[:, 1] = map_side * map_side - 1
             images = ops.convert_to_tensor(
-                rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8).astype(dtype))
+                rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8).astype(dtype)
+            )
             attention = ops.convert_to_tensor(
-                np.full((b, map_side, map_side), 1.0 / map_side**2, "float32"))
+                np.full((b, map_side, map_side), 1.0 / map_side**2, "float32")
+            )
             cells = ops.convert_to_tensor(cells_np)
             positions = kas.sampling.cells_to_centres(
-                cells, (map_side, map_side), (size, size))
+                cells, (map_side, map_side), (size, size)
+            )
             reference = ops.convert_to_numpy(
-                kas.sampling.gather_patches(images, positions, p)).astype("float32")
+                kas.sampling.gather_patches(images, positions, p)
+            ).astype("float32")
             inputs[size] = (images, positions, attention, cells, reference)
         for method in methods:
             for mode in modes:
@@ -167,15 +175,24 @@ def worker(args):
                     fn = functions[method]
                     if mode == "compiled":
                         fn = compile_fn(fn)
-                    call = (lambda fn=fn, a=(images, positions, attention, cells):
-                            ops.convert_to_numpy(fn(*a)))
-                    result = {"backend": backend, "method": method, "mode": mode,
-                              "dtype": dtype, "size": size}
+
+                    def call(fn=fn, a=(images, positions, attention, cells)):
+                        return ops.convert_to_numpy(fn(*a))
+
+                    result = {
+                        "backend": backend,
+                        "method": method,
+                        "mode": mode,
+                        "dtype": dtype,
+                        "size": size,
+                    }
                     try:
                         t0 = time.perf_counter()
                         out = call()
                         result["first_call_s"] = time.perf_counter() - t0
-                        result["match"] = bool(np.array_equal(out.astype("float32"), reference))
+                        result["match"] = bool(
+                            np.array_equal(out.astype("float32"), reference)
+                        )
                         call()  # warm-up
                         calls[size] = call
                         result["times"] = []
@@ -183,11 +200,11 @@ def worker(args):
                         result["error"] = f"{type(error).__name__}: {str(error)[:150]}"
                     results[size] = result
                 for _ in range(args.repeats):
-                    for size, call in calls.items():
+                    for size, timed in calls.items():
                         t0 = time.perf_counter()
-                        call()
+                        timed()
                         results[size]["times"].append(time.perf_counter() - t0)
-                for size, result in results.items():
+                for result in results.values():
                     if "times" in result:
                         result["seconds"] = min(result.pop("times"))
                     _common.emit(result)
@@ -196,6 +213,7 @@ def worker(args):
 
 
 # -- parent ------------------------------------------------------------------
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -207,8 +225,9 @@ def main():
     parser.add_argument("--patch-size", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-torch-compile", action="store_true")
-    parser.add_argument("--no-doc", action="store_true",
-                        help="do not rewrite docs/benchmarks.md")
+    parser.add_argument(
+        "--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
@@ -221,7 +240,7 @@ def main():
     forwarded = [a for a in sys.argv[1:] if not a.startswith("--backends")]
     if "--backends" in sys.argv:
         i = sys.argv.index("--backends")
-        forwarded = sys.argv[1:i] + sys.argv[i + 2:]
+        forwarded = sys.argv[1:i] + sys.argv[i + 2 :]
     for backend in backends:
         print(f"== {backend}", flush=True)
         out, error = _common.run_worker(
@@ -238,7 +257,9 @@ def report(args, backends, results, errors):
     sizes = args.sizes
     keyed = {}
     for r in results:
-        keyed.setdefault((r["backend"], r["method"], r["mode"], r["dtype"]), {})[r["size"]] = r
+        keyed.setdefault((r["backend"], r["method"], r["mode"], r["dtype"]), {})[
+            r["size"]
+        ] = r
     header = ["backend", "method", "mode", "dtype"] + [f"{s}²" for s in sizes]
     header += [f"{sizes[-1]}²/{sizes[0]}²", "≤ 1.5", "same patches"]
     rows = []
@@ -259,11 +280,20 @@ def report(args, backends, results, errors):
         else:
             ratio_s, ok = "–", "–"
         match = all(r.get("match", False) for r in by_size.values())
-        rows.append([backend, method, mode, dtype, *cells, ratio_s, ok,
-                     "yes" if match else "no"])
+        rows.append(
+            [
+                backend,
+                method,
+                mode,
+                dtype,
+                *cells,
+                ratio_s,
+                ok,
+                "yes" if match else "no",
+            ]
+        )
     _common.print_table(header, rows)
-    failed = {k: v for k, v in keyed.items()
-              if any("error" in r for r in v.values())}
+    failed = {k: v for k, v in keyed.items() if any("error" in r for r in v.values())}
     for key, by_size in failed.items():
         for r in by_size.values():
             if "error" in r:
@@ -279,8 +309,8 @@ def report(args, backends, results, errors):
         f"{args.patch_size}x{args.patch_size} (RGB) at fixed random cell "
         "centres (two of them in the corners, so reflect padding is used), "
         f"best of {args.repeats} calls after one warm-up, the sizes timed in "
-        "interleaved rounds (so load from other jobs hits them alike), output copied to "
-        "numpy. `compiled` is `tf.function(jit_compile=True)` (TF), `jax.jit` "
+        "interleaved rounds (so load from other jobs hits them alike), output "
+        "copied to numpy. `compiled` is `tf.function(jit_compile=True)` (TF), `jax.jit` "
         "(JAX) or `torch.compile` (torch). `windows` is the alternative "
         "`windows_gather_patches` in `examples/benchmarks/extraction.py` (not "
         "in the package); *same patches* compares every output with the "

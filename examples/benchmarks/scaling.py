@@ -51,16 +51,26 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--baseline-max-mp", type=float, default=4)
     parser.add_argument("--view", choices=("fixed", "scale"), default="fixed")
-    parser.add_argument("--scale5-max-mp", type=float, default=16,
-                        help="largest size of the scale-5 series (0: skip it)")
+    parser.add_argument(
+        "--scale5-max-mp",
+        type=float,
+        default=16,
+        help="largest size of the scale-5 series (0: skip it)",
+    )
     parser.add_argument("--max-rss-gb", type=float, default=12.0)
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--no-doc", action="store_true")
-    parser.add_argument("--section", default=SECTION,
-                        help="section of docs/benchmarks.md (and name of the "
-                             "plot) to write, e.g. scaling-gpu for a GPU run")
-    parser.add_argument("--from-log", help="re-render the table and plot from "
-                        "the stdout of an earlier run (same flags)")
+    parser.add_argument(
+        "--section",
+        default=SECTION,
+        help="section of docs/benchmarks.md (and name of the "
+        "plot) to write, e.g. scaling-gpu for a GPU run",
+    )
+    parser.add_argument(
+        "--from-log",
+        help="re-render the table and plot from "
+        "the stdout of an earlier run (same flags)",
+    )
     args = parser.parse_args()
     backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
     megapixels = [float(m) for m in args.megapixels.split(",")]
@@ -88,13 +98,30 @@ def main():
             scale = 5 if kind.endswith("(scale 5)") else view_scale(s, args.view)
             batch = args.batch if kind.startswith("attention") else 1
             repeats = args.repeats if kind.startswith("attention") else 1
-            print(f"== {kind} {s}x{s} ({mp:g} MP) batch {batch} scale {scale}",
-                  flush=True)
+            print(
+                f"== {kind} {s}x{s} ({mp:g} MP) batch {batch} scale {scale}", flush=True
+            )
             out, error = _common.run_worker(
-                [COST, "--worker", "--model", kind, "--height", str(s), "--width",
-                 str(s), "--batch", str(batch), "--repeats", str(repeats),
-                 "--scale", str(scale)],
-                backend=backend, timeout=args.timeout, max_rss_gb=args.max_rss_gb)
+                [
+                    COST,
+                    "--worker",
+                    "--model",
+                    kind,
+                    "--height",
+                    str(s),
+                    "--width",
+                    str(s),
+                    "--batch",
+                    str(batch),
+                    "--repeats",
+                    str(repeats),
+                    "--scale",
+                    str(scale),
+                ],
+                backend=backend,
+                timeout=args.timeout,
+                max_rss_gb=args.max_rss_gb,
+            )
             final = [r for r in out if not r.get("partial")] or out
             if final:
                 results.append(dict(final[-1], mp=mp, side=s))
@@ -107,20 +134,38 @@ def main():
 
 
 def report(args, backend, megapixels, results, errors):
-    header = ["image", "megapixels", "model", "S", "batch", "train step / image",
-              "predict / image", "peak above baseline (train)", "peak RSS"]
+    header = [
+        "image",
+        "megapixels",
+        "model",
+        "S",
+        "batch",
+        "train step / image",
+        "predict / image",
+        "peak above baseline (train)",
+        "peak RSS",
+    ]
     rows = []
     for r in sorted(results, key=lambda r: (SERIES.index(r["model"]), r["mp"])):
-        rows.append([
-            f"{r['side']}x{r['side']}", f"{r['mp']:g}", r["model"],
-            r.get("scale") or "–", r["batch"],
-            _common.format_seconds(r["train_s"]), _common.format_seconds(r["predict_s"]) if "predict_s" in r else "–",
-            f"{r['train_peak_above_mb']:.0f} MB", f"{r['train_peak_mb'] / 1024:.2f} GB",
-        ])
+        rows.append(
+            [
+                f"{r['side']}x{r['side']}",
+                f"{r['mp']:g}",
+                r["model"],
+                r.get("scale") or "–",
+                r["batch"],
+                _common.format_seconds(r["train_s"]),
+                _common.format_seconds(r["predict_s"]) if "predict_s" in r else "–",
+                f"{r['train_peak_above_mb']:.0f} MB",
+                f"{r['train_peak_mb'] / 1024:.2f} GB",
+            ]
+        )
     _common.print_table(header, rows)
     ratio_lines = []
-    for kind, label in (("attention x1", f"attention sampling ({args.view} view)"),
-                        ("attention x1 (scale 5)", "attention sampling (scale 5)")):
+    for kind, label in (
+        ("attention x1", f"attention sampling ({args.view} view)"),
+        ("attention x1 (scale 5)", "attention sampling (scale 5)"),
+    ):
         att = {r["mp"]: r for r in results if r["model"] == kind}
         if len(att) < 2:
             continue
@@ -129,7 +174,8 @@ def report(args, backend, megapixels, results, errors):
             f"{label}, {hi:g} MP vs {lo:g} MP ({hi / lo:g}x the pixels): "
             f"{att[hi]['train_s'] / att[lo]['train_s']:.1f}x the step time, "
             f"{att[hi]['train_peak_above_mb'] / att[lo]['train_peak_above_mb']:.1f}x "
-            "the peak memory above baseline")
+            "the peak memory above baseline"
+        )
     full = {r["mp"]: r for r in results if r["model"] == "full-res CNN"}
     if len(full) > 1:
         lo, hi = min(full), max(full)
@@ -137,7 +183,8 @@ def report(args, backend, megapixels, results, errors):
             f"full-res CNN, {hi:g} MP vs {lo:g} MP: "
             f"{full[hi]['train_s'] / full[lo]['train_s']:.1f}x the step time, "
             f"{full[hi]['train_peak_above_mb'] / full[lo]['train_peak_above_mb']:.1f}x "
-            "the peak memory above baseline")
+            "the peak memory above baseline"
+        )
     for line in ratio_lines:
         print(line)
     png = plot(results, args.section)
@@ -151,20 +198,26 @@ def report(args, backend, megapixels, results, errors):
         "Square RGB uint8 images; `AttentionSamplingModel(scale=S, n_patches=20, "
         f"patch_size=50, samples_per_image=1, rescale=1/255)` at batch "
         f"{args.batch}, "
-        + ("with `S = 5 * side / 1024` (`--view fixed`: 5 at 1 MP, 10 at 4 MP, "
-           "20 at 16 MP, 40 at 64 MP), so the attention network always reads a "
-           "204x204 view and only the downsampling pass reads every pixel; "
-           "*attention x1 (scale 5)* keeps `S = 5` (its view grows with the "
-           f"image; measured up to {args.scale5_max_mp:g} MP); "
-           if args.view == "fixed" else "with `S = 5` at every size; ")
+        + (
+            "with `S = 5 * side / 1024` (`--view fixed`: 5 at 1 MP, 10 at 4 MP, "
+            "20 at 16 MP, 40 at 64 MP), so the attention network always reads a "
+            "204x204 view and only the downsampling pass reads every pixel; "
+            "*attention x1 (scale 5)* keeps `S = 5` (its view grows with the "
+            f"image; measured up to {args.scale5_max_mp:g} MP); "
+            if args.view == "fixed"
+            else "with `S = 5` at every size; "
+        )
         + "versus the full-resolution CNN (batch 1, only up to "
         f"{args.baseline_max_mp:g} MP by default: beyond, one step takes "
         "minutes). One `train_on_batch` per image (median after a warm-up "
         "step), peak RSS above the RSS after imports + build + data, each "
         "point in a fresh process."
-        + (" **On the GPU the memory columns are GPU memory**: the allocator's "
-           "peak minus the memory in use after build (*peak RSS* is the host)."
-           if any(r.get("memory") == "gpu" for r in results) else ""),
+        + (
+            " **On the GPU the memory columns are GPU memory**: the allocator's "
+            "peak minus the memory in use after build (*peak RSS* is the host)."
+            if any(r.get("memory") == "gpu" for r in results)
+            else ""
+        ),
         "",
         f"Command: `python examples/benchmarks/scaling.py --backend {backend} "
         f"--view {args.view}`",
@@ -188,13 +241,19 @@ def plot(results, name="scaling"):
     path = os.path.join(_common.IMAGES, f"{name}.png")
     on_gpu = any(r.get("memory") == "gpu" for r in results)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    labels = {"attention x1": "attention sampling, fixed 204² view (20 x 50²)",
-              "attention x1 (scale 5)": "attention sampling, scale 5 (20 x 50²)",
-              "full-res CNN": "full-res CNN"}
-    for kind, style in (("attention x1", "o-"), ("attention x1 (scale 5)", "^:"),
-                        ("full-res CNN", "s--")):
-        points = sorted(((r["mp"], i), r) for i, r in enumerate(results)
-                        if r["model"] == kind)
+    labels = {
+        "attention x1": "attention sampling, fixed 204² view (20 x 50²)",
+        "attention x1 (scale 5)": "attention sampling, scale 5 (20 x 50²)",
+        "full-res CNN": "full-res CNN",
+    }
+    for kind, style in (
+        ("attention x1", "o-"),
+        ("attention x1 (scale 5)", "^:"),
+        ("full-res CNN", "s--"),
+    ):
+        points = sorted(
+            ((r["mp"], i), r) for i, r in enumerate(results) if r["model"] == kind
+        )
         if not points:
             continue
         mps = [p for (p, _), _ in points]
@@ -202,18 +261,27 @@ def plot(results, name="scaling"):
         if kind == "attention x1" and all(r.get("scale") == 5 for _, r in points):
             label = "attention sampling, scale 5 (20 x 50²)"
         axes[0].plot(mps, [r["train_s"] for _, r in points], style, label=label)
-        axes[1].plot(mps, [max(r["train_peak_above_mb"], 1) for _, r in points],
-                     style, label=label)
+        axes[1].plot(
+            mps,
+            [max(r["train_peak_above_mb"], 1) for _, r in points],
+            style,
+            label=label,
+        )
     axes[0].set_ylabel("training step per image (s)")
-    axes[1].set_ylabel("peak GPU memory above baseline (MB)" if on_gpu
-                       else "peak RSS above baseline (MB)")
+    axes[1].set_ylabel(
+        "peak GPU memory above baseline (MB)"
+        if on_gpu
+        else "peak RSS above baseline (MB)"
+    )
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("image size (megapixels)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="lower right", fontsize="small")
-    fig.suptitle("Cost versus image size (GPU)" if on_gpu else "Cost versus image size (CPU)")
+    fig.suptitle(
+        "Cost versus image size (GPU)" if on_gpu else "Cost versus image size (CPU)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

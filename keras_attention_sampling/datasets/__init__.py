@@ -23,13 +23,13 @@ from keras_attention_sampling.datasets.image_folder import (
 )
 from keras_attention_sampling.datasets.sequence import ImageSequence, ImageSource
 from keras_attention_sampling.datasets.splits import split_by_group, split_random
-from keras_attention_sampling.datasets.views import low_resolution_view, with_views
 from keras_attention_sampling.datasets.synthetic import (
     SYNTHETIC_CLASS_NAMES,
     SyntheticLymphoma,
     SyntheticSample,
     make_synthetic_lymphoma,
 )
+from keras_attention_sampling.datasets.views import low_resolution_view, with_views
 
 __all__ = [
     "IMAGE_EXTENSIONS",

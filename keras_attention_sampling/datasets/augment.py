@@ -100,14 +100,20 @@ class Augment:
                 continue
             low, high = (float(v) for v in value)
             if low > high:
-                raise ValueError(f"Augment: {name} range must have low <= high, got {value}.")
+                raise ValueError(
+                    f"Augment: {name} range must have low <= high, got {value}."
+                )
             object.__setattr__(self, name, (low, high))
         if self.zoom is not None and self.zoom[0] <= -1.0:
             raise ValueError(f"Augment: zoom factors must be > -1, got {self.zoom}.")
         if self.contrast is not None and self.contrast[0] < 0.0:
-            raise ValueError(f"Augment: contrast factors must be >= 0, got {self.contrast}.")
+            raise ValueError(
+                f"Augment: contrast factors must be >= 0, got {self.contrast}."
+            )
         if not 0.0 <= self.brightness <= 1.0:
-            raise ValueError(f"Augment: brightness must be in [0, 1], got {self.brightness}.")
+            raise ValueError(
+                f"Augment: brightness must be in [0, 1], got {self.brightness}."
+            )
         if not 0.0 <= self.channel_gain < 1.0:
             raise ValueError(
                 f"Augment: channel_gain must be in [0, 1), got {self.channel_gain}."

@@ -205,9 +205,7 @@ def _find_class_root(data_dir: str, class_names, extensions) -> str:
         nested = [
             os.path.join(data_dir, sub)
             for sub in _visible_subdirs(data_dir)
-            if all(
-                os.path.isdir(os.path.join(data_dir, sub, c)) for c in class_names
-            )
+            if all(os.path.isdir(os.path.join(data_dir, sub, c)) for c in class_names)
         ]
         if len(nested) == 1:
             return nested[0]
@@ -248,8 +246,7 @@ def _find_class_root(data_dir: str, class_names, extensions) -> str:
             "class_names."
         )
     hint = (
-        " data_dir itself holds images: point it at the folder above the class "
-        "folders."
+        " data_dir itself holds images: point it at the folder above the class folders."
         if _has_images(data_dir, extensions)
         else ""
     )

@@ -113,7 +113,9 @@ class ImageSequence(keras.utils.PyDataset):
     ):
         super().__init__(**kwargs)
         if int(batch_size) <= 0:
-            raise ValueError(f"ImageSequence: batch_size must be positive, got {batch_size}.")
+            raise ValueError(
+                f"ImageSequence: batch_size must be positive, got {batch_size}."
+            )
         if dtype not in ("uint8", "float32"):
             raise ValueError(
                 f"ImageSequence: dtype must be 'uint8' or 'float32', got {dtype!r}."
@@ -136,7 +138,9 @@ class ImageSequence(keras.utils.PyDataset):
         self.source = source
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
-        self.seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
+        self.seed = (
+            int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
+        )
         self.augment = augment
         self.dtype = dtype
         self.pad_value = pad_value

@@ -160,7 +160,9 @@ class SyntheticLymphoma:
                 f"{images_per_slide}."
             )
         if cell_scale <= 0:
-            raise ValueError(f"SyntheticLymphoma: cell_scale must be > 0, got {cell_scale}.")
+            raise ValueError(
+                f"SyntheticLymphoma: cell_scale must be > 0, got {cell_scale}."
+            )
         if len(n_regions) != 2 or not 1 <= n_regions[0] <= n_regions[1]:
             raise ValueError(
                 f"SyntheticLymphoma: n_regions must be (min, max) with 1 <= min <= max, "
@@ -182,9 +184,9 @@ class SyntheticLymphoma:
         slides_per_class = int(within.max()) + 1
         self.labels = np.repeat(np.arange(n_classes, dtype=np.int32), self.n_per_class)
         # Global slide number: unique across classes, used to seed the style.
-        self._slide = (self.labels * slides_per_class + np.tile(within, n_classes)).astype(
-            np.int64
-        )
+        self._slide = (
+            self.labels * slides_per_class + np.tile(within, n_classes)
+        ).astype(np.int64)
         self.groups = np.asarray(
             [
                 f"syn-{self.class_names[label]}-{local:02d}"
@@ -250,11 +252,21 @@ class SyntheticLymphoma:
         label = int(self.labels[index])
         # Independent streams: (0, slide) for the slide's stain style,
         # (1, index) for everything else in this image.
-        slide_seed = np.random.SeedSequence(self.seed, spawn_key=(0, int(self._slide[index])))
+        slide_seed = np.random.SeedSequence(
+            self.seed, spawn_key=(0, int(self._slide[index]))
+        )
         style = _slide_style(np.random.default_rng(slide_seed))
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1, index)))
+        rng = np.random.default_rng(
+            np.random.SeedSequence(self.seed, spawn_key=(1, index))
+        )
         image, mask, regions = _render(
-            rng, style, label, self.size, self.evidence_fraction, self.cell_scale, self.n_regions
+            rng,
+            style,
+            label,
+            self.size,
+            self.evidence_fraction,
+            self.cell_scale,
+            self.n_regions,
         )
         return SyntheticSample(image, label, str(self.groups[index]), mask, regions)
 
@@ -358,7 +370,9 @@ def _smooth_noise(rng, size, cells):
 def _upsample(field, size):
     """Bilinear upsampling of a float32 field to ``size = (height, width)``."""
     image = Image.fromarray(np.ascontiguousarray(field, dtype=np.float32))
-    return np.asarray(image.resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32)
+    return np.asarray(
+        image.resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32
+    )
 
 
 def _place_regions(rng, size, fraction, n_range, cell_scale):
@@ -379,7 +393,8 @@ def _place_regions(rng, size, fraction, n_range, cell_scale):
             cy = rng.uniform(radius, height - radius)
             cx = rng.uniform(radius, width - radius)
             clear = all(
-                np.hypot(cy - oy, cx - ox) >= radius + orad + 2 for oy, ox, orad in centres
+                np.hypot(cy - oy, cx - ox) >= radius + orad + 2
+                for oy, ox, orad in centres
             )
             best = (cy, cx, radius)
             if clear:
@@ -396,9 +411,9 @@ def _disc_mask(size, regions):
     for cy, cx, radius in regions:
         top, bottom = max(0, int(cy - radius)), min(height, int(cy + radius) + 2)
         left, right = max(0, int(cx - radius)), min(width, int(cx + radius) + 2)
-        mask[top:bottom, left:right] |= (
-            (yy[top:bottom] - cy) ** 2 + (xx[:, left:right] - cx) ** 2 <= radius**2
-        )
+        mask[top:bottom, left:right] |= (yy[top:bottom] - cy) ** 2 + (
+            xx[:, left:right] - cx
+        ) ** 2 <= radius**2
     return mask
 
 
@@ -424,7 +439,9 @@ def _evidence_candidates(rng, label, cy, cx, radius, cell_scale):
     if label == 1:  # FL: follicles packed with nuclei, sparse between them
         follicle_r = min(24.0 * cell_scale, 0.55 * radius)
         n_follicles = max(1, int(round(0.35 * area / (np.pi * follicle_r**2))))
-        follicles = _uniform_in_disc(rng, n_follicles, cy, cx, max(0.0, radius - follicle_r))
+        follicles = _uniform_in_disc(
+            rng, n_follicles, cy, cx, max(0.0, radius - follicle_r)
+        )
         n = 5 * expected
         in_follicle = rng.random(n) < 0.85
         points = _uniform_in_disc(rng, n, cy, cx, radius)
@@ -518,7 +535,9 @@ def _draw_nuclei(layer: ImageDraw.ImageDraw, rng, polygons, rim_width):
     if len(polygons) == 0:
         return
     bodies = rng.integers(70, 170, len(polygons))
-    for outline, body in zip(polygons.reshape(len(polygons), -1).tolist(), bodies.tolist()):
+    for outline, body in zip(
+        polygons.reshape(len(polygons), -1).tolist(), bodies.tolist()
+    ):
         layer.polygon(outline, fill=body, outline=body + 70, width=rim_width)
 
 
@@ -564,7 +583,9 @@ def _render(rng, style, label, size, fraction, cell_scale, n_regions):
     # 3. Empty gaps (vessel lumina, tears): pale blobs where slow noise peaks,
     #    fading out towards the evidence regions, which stay fully cellular
     #    (a hard cut would outline the regions).
-    gaps = np.clip((_smooth_noise(rng, low, 160.0 * cell_scale / 4) - 1.3) * 2.0, 0.0, 0.85)
+    gaps = np.clip(
+        (_smooth_noise(rng, low, 160.0 * cell_scale / 4) - 1.3) * 2.0, 0.0, 0.85
+    )
     ys = (np.arange(low[0], dtype=np.float32)[:, None] + 0.5) * (height / low[0])
     xs = (np.arange(low[1], dtype=np.float32)[None, :] + 0.5) * (width / low[1])
     edge_distance = np.min(
@@ -583,7 +604,9 @@ def _render(rng, style, label, size, fraction, cell_scale, n_regions):
     layer = ImageDraw.Draw(layer_image)
     rim = max(1, int(round(1.0 * cell_scale)))
     centres, radii = _background_nuclei(rng, size, mask, cell_scale)
-    _draw_nuclei(layer, rng, _nucleus_polygons(rng, centres, radii, _GENERIC_MORPHOLOGY), rim)
+    _draw_nuclei(
+        layer, rng, _nucleus_polygons(rng, centres, radii, _GENERIC_MORPHOLOGY), rim
+    )
     _draw_evidence(layer_image, rng, label, regions, mask, cell_scale, rim)
     footprint = layer_image.point(lambda v: 255 if v else 0).filter(_BLUR)
     opacity = np.asarray(footprint, dtype=np.float32) * np.float32(1.0 / 255.0)
@@ -596,7 +619,13 @@ def _render(rng, style, label, size, fraction, cell_scale, n_regions):
     gap_w *= keep
 
     colours = np.stack(
-        [style.stroma, style.fibre, np.full(3, 244.0), style.nucleus_light, style.nucleus_dark]
+        [
+            style.stroma,
+            style.fibre,
+            np.full(3, 244.0),
+            style.nucleus_light,
+            style.nucleus_dark,
+        ]
     ).astype(np.float32) * np.float32(style.brightness)
     # (3, 5) x (5, N): one BLAS call over contiguous planes.
     planes = (colours.T @ weights.reshape(5, -1)).reshape(3, height, width)

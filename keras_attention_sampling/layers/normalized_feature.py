@@ -88,7 +88,9 @@ class NormalizedFeature(keras.layers.Layer):
         folded = ops.reshape(inputs, (-1,) + tuple(inputs.shape[2:]))
         features = self.dense(self.patch_backbone(folded, training=training))
         features = ops.cast(features, "float32")
-        norm = ops.sqrt(ops.sum(ops.square(features), axis=-1, keepdims=True) + self.epsilon)
+        norm = ops.sqrt(
+            ops.sum(ops.square(features), axis=-1, keepdims=True) + self.epsilon
+        )
         return ops.reshape(features / norm, (shape[0], shape[1], self.units))
 
     def compute_output_shape(self, input_shape):

@@ -161,7 +161,11 @@ class PatchSampler(keras.layers.Layer):
         )
         positions = sampling.cells_to_centres(cells, map_shape, image_shape)
         patches = sampling.gather_patches(
-            images, positions, self.patch_size, self.padding, self.fill_value,
+            images,
+            positions,
+            self.patch_size,
+            self.padding,
+            self.fill_value,
             image_index=image_index,
         )
         return ops.cast(patches, self.compute_dtype), sampled_attention, positions

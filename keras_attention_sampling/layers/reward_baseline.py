@@ -50,11 +50,17 @@ class RewardBaseline(keras.layers.Layer):
         self.mode = mode
         self.momentum = momentum
         self.moving_reward = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="moving_reward",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            name="moving_reward",
             dtype="float32",
         )
         self.updates = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="updates",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            name="updates",
             dtype="float32",
         )
 

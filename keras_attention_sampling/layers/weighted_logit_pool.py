@@ -38,7 +38,9 @@ class WeightedLogitPool(keras.layers.Layer):
         0
     """
 
-    def __init__(self, temperature=1.0, activation="softmax", attention_gradient=False, **kwargs):
+    def __init__(
+        self, temperature=1.0, activation="softmax", attention_gradient=False, **kwargs
+    ):
         super().__init__(**kwargs)
         if temperature <= 0:
             raise ValueError(

@@ -293,8 +293,14 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             pixels, `sampled_attention` `(B, N)`, `patch_logits`
             `(B, N, classes)` and `patches` `(B, N, p, p, C)`.
         """
-        keys = ("y_pred", "log_attention", "positions", "sampled_attention",
-                "patch_logits", "patches")
+        keys = (
+            "y_pred",
+            "log_attention",
+            "positions",
+            "sampled_attention",
+            "patch_logits",
+            "patches",
+        )
         parts = {key: [] for key in keys}
         count = len(_split(images)[0])
         for start in range(0, count, batch_size):

@@ -3,8 +3,7 @@ import importlib
 import keras
 from keras import ops
 
-from keras_attention_sampling import policy_gradient
-from keras_attention_sampling import sampling
+from keras_attention_sampling import policy_gradient, sampling
 from keras_attention_sampling.layers.patch_sampler import PatchSampler
 from keras_attention_sampling.layers.reward_baseline import RewardBaseline
 
@@ -66,8 +65,9 @@ class PolicyGradientMixin:
 
     Mixed into a `keras.Model` whose forward pass samples patches from an
     attention map. The subclass provides
-    `policy_forward(x, training, samples_per_image)`, returning a dict with `y_pred`, `log_attention` `(B, h, w)` and `cells`
-    `(B, N)`, and `attention_variables()`.
+    `policy_forward(x, training, samples_per_image)`, returning a dict with
+    `y_pred`, `log_attention` `(B, h, w)` and `cells` `(B, N)`, and
+    `attention_variables()`.
 
     One total loss is differentiated: the mean classification loss (which
     reaches only the feature side, since the pool holds the attention
@@ -219,9 +219,7 @@ class PolicyGradientMixin:
         classification = ops.sum(per_image * weights) / ops.cast(batch, "float32")
 
         rewards = policy_gradient.reward_from_loss(per_image, self.reward)
-        baseline = self.reward_baseline(
-            rewards, training=training, samples_per_image=k
-        )
+        baseline = self.reward_baseline(rewards, training=training, samples_per_image=k)
         flat_log_attention = ops.reshape(log_attention, (batch, -1))
         draw_log_probs = sampling.draw_log_prob(
             flat_log_attention, outputs["cells"], replace=self.sampler_replaces()
@@ -344,9 +342,7 @@ class PolicyGradientModel(PolicyGradientMixin, keras.Model):
         self._policy_view = _Unsaved(
             keras.Model(self.inputs, [prediction, attention, positions])
         )
-        self._attention_network = _Unsaved(
-            keras.Model(self.inputs, attention)
-        )
+        self._attention_network = _Unsaved(keras.Model(self.inputs, attention))
         self._init_policy(
             reward, baseline, baseline_momentum, entropy_weight, samples_per_image
         )
