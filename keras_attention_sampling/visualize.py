@@ -1,15 +1,18 @@
 """Pictures of what an attention-sampling model looked at.
 
-* `attention_overlay`: the attention map blended over the full image,
-  with boxes around the sampled patches and an optional caption;
+* `attention_overlay`: the attention map blended over the full image, with
+  boxes around the sampled patches and an optional caption;
+* `explanation_picture`: the image with its patches outlined next to the
+  same image under its attention, captioned;
 * `patch_grid`: the sampled patches side by side, enlarged, with their
   attention weights;
 * `save_png`: write either to disk.
 
 Everything returns plain RGB ``uint8`` numpy arrays, so the pictures can go
-to PNG files, TensorBoard, notebooks or matplotlib alike. Only numpy and
-Pillow are required; matplotlib's colour maps are used when it is installed,
-otherwise built-in copies of a few common ones.
+to PNG files, TensorBoard, notebooks or matplotlib alike. Boxes and text are
+drawn with Pillow's ``ImageDraw``; colour maps are matplotlib's, from the
+``viz`` extra (``pip install "keras-attention-sampling[viz]"``). Without
+matplotlib, pass a colour map as an array of anchor colours.
 """
 
 from __future__ import annotations
@@ -20,76 +23,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-
-# Colour-map anchors (evenly spaced from 0 to 1), sampled from matplotlib so
-# that pictures look the same with or without it installed.
-_BUILTIN_ANCHORS = {
-    "inferno": [
-        [0, 0, 4],
-        [11, 7, 36],
-        [33, 12, 74],
-        [61, 9, 101],
-        [87, 16, 110],
-        [113, 25, 110],
-        [138, 34, 106],
-        [163, 44, 97],
-        [188, 55, 84],
-        [210, 70, 68],
-        [228, 90, 49],
-        [241, 115, 29],
-        [249, 142, 9],
-        [252, 172, 17],
-        [249, 203, 53],
-        [242, 234, 105],
-        [252, 255, 164],
-    ],
-    "viridis": [
-        [68, 1, 84],
-        [72, 24, 106],
-        [71, 45, 123],
-        [66, 64, 134],
-        [59, 82, 139],
-        [51, 99, 141],
-        [44, 114, 142],
-        [38, 130, 142],
-        [33, 145, 140],
-        [31, 160, 136],
-        [40, 174, 128],
-        [63, 188, 115],
-        [94, 201, 98],
-        [132, 212, 75],
-        [173, 220, 48],
-        [216, 226, 25],
-        [253, 231, 37],
-    ],
-    "magma": [
-        [0, 0, 4],
-        [10, 8, 34],
-        [29, 17, 71],
-        [54, 16, 107],
-        [81, 18, 124],
-        [106, 28, 129],
-        [131, 38, 129],
-        [156, 46, 127],
-        [183, 55, 121],
-        [208, 65, 111],
-        [231, 82, 99],
-        [245, 107, 92],
-        [252, 137, 97],
-        [254, 167, 114],
-        [254, 196, 136],
-        [253, 226, 163],
-        [252, 253, 191],
-    ],
-    "gray": [[0, 0, 0], [255, 255, 255]],
-}
-# matplotlib's "jet" is piecewise linear: (position, value) per channel.
-_JET = (
-    [(0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)],
-    [(0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)],
-    [(0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)],
-)
-BUILTIN_COLORMAPS = ("jet",) + tuple(_BUILTIN_ANCHORS)
 
 
 def _to_numpy(value, name: str, caller: str) -> np.ndarray:
@@ -136,13 +69,10 @@ def _image_to_rgb(image, caller: str) -> np.ndarray:
 def colormap_lut(colormap: str | np.ndarray = "jet") -> np.ndarray:
     """Return a colour map as a ``(256, 3)`` ``uint8`` look-up table.
 
-    Uses matplotlib when it is installed (any of its colour-map names works);
-    otherwise built-in versions of ``"jet"``, ``"inferno"``, ``"viridis"``,
-    ``"magma"`` and ``"gray"``.
-
     Args:
-        colormap: A colour-map name, or an array ``(K, 3)`` of RGB anchors
-            (``uint8`` or floats in [0, 1]) interpolated to 256 entries.
+        colormap: The name of a matplotlib colour map (needs the ``viz``
+            extra), or an array ``(K, 3)`` of RGB anchors (``uint8`` or
+            floats in [0, 1]), evenly spaced and interpolated to 256 entries.
 
     Returns:
         The ``(256, 3)`` ``uint8`` table; entry 0 is the colour of the
@@ -150,11 +80,14 @@ def colormap_lut(colormap: str | np.ndarray = "jet") -> np.ndarray:
 
     Raises:
         ValueError: If the name is unknown or the array has the wrong shape.
+        ImportError: For a name, when matplotlib is not installed.
 
     Examples:
         >>> lut = colormap_lut("gray")
         >>> lut.shape, lut[0].tolist(), lut[255].tolist()
         ((256, 3), [0, 0, 0], [255, 255, 255])
+        >>> colormap_lut([[0, 0, 0], [255, 0, 0]])[128].tolist()
+        [128, 0, 0]
     """
     positions = np.linspace(0.0, 1.0, 256)
     if not isinstance(colormap, str):
@@ -169,69 +102,32 @@ def colormap_lut(colormap: str | np.ndarray = "jet") -> np.ndarray:
         return np.stack(table, axis=-1).round().astype(np.uint8)
     try:
         import matplotlib
-
-        cmap = matplotlib.colormaps[colormap]
-        return (cmap(positions)[:, :3] * 255).round().astype(np.uint8)
     except ImportError:
-        pass
+        raise ImportError(
+            f"colormap_lut: the colour map {colormap!r} is matplotlib's; install "
+            "it with `pip install 'keras-attention-sampling[viz]'`, or pass the "
+            "colour map as a (K, 3) array of anchor colours."
+        ) from None
+    try:
+        cmap = matplotlib.colormaps[colormap]
     except KeyError:
         raise ValueError(
             f"colormap_lut: unknown matplotlib colormap {colormap!r}."
         ) from None
-    if colormap == "jet":
-        table = [
-            np.interp(positions, [p for p, _ in channel], [v for _, v in channel])
-            for channel in _JET
-        ]
-        return (np.stack(table, axis=-1) * 255).round().astype(np.uint8)
-    if colormap in _BUILTIN_ANCHORS:
-        return colormap_lut(np.asarray(_BUILTIN_ANCHORS[colormap], dtype=np.uint8))
-    raise ValueError(
-        f"colormap_lut: unknown colormap {colormap!r}; without matplotlib the "
-        f"choices are {list(BUILTIN_COLORMAPS)}."
-    )
+    return (cmap(positions)[:, :3] * 255).round().astype(np.uint8)
 
 
 def _font(size: int):
-    try:  # Pillow >= 10.1 with FreeType: a scalable built-in font
-        return ImageFont.load_default(size=size), 1
-    except (TypeError, ImportError, OSError):
-        # The legacy bitmap font is ~11 px tall: render small, enlarge later.
-        return ImageFont.load_default(), max(1, round(size / 11))
+    return ImageFont.load_default(size=max(1, int(size)))
 
 
-def _text_mask(text: str, height: int) -> np.ndarray:
-    """White-on-black ``uint8`` mask of ``text`` with about ``height`` px lines."""
-    font, upscale = _font(height)
-    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
-    left, top, right, bottom = probe.multiline_textbbox((0, 0), text, font=font)
-    canvas = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
-    ImageDraw.Draw(canvas).multiline_text((-left, -top), text, fill=255, font=font)
-    if upscale > 1:
-        canvas = canvas.resize(
-            (canvas.width * upscale, canvas.height * upscale), Image.NEAREST
-        )
-    return np.asarray(canvas)
-
-
-def _paste_text(canvas: np.ndarray, mask: np.ndarray, top: int, left: int, colour):
-    """Alpha-blend a text mask into ``canvas`` (in place), clipped to it."""
-    height = min(mask.shape[0], canvas.shape[0] - top)
-    width = min(mask.shape[1], canvas.shape[1] - left)
-    if height <= 0 or width <= 0:
-        return
-    alpha = mask[:height, :width, None].astype(np.float32) / 255.0
-    region = canvas[top : top + height, left : left + width].astype(np.float32)
-    blended = region * (1 - alpha) + np.asarray(colour, np.float32) * alpha
-    canvas[top : top + height, left : left + width] = blended.round().astype(np.uint8)
-
-
-def _fit_mask(mask: np.ndarray, max_width: int) -> np.ndarray:
-    if mask.shape[1] <= max_width or max_width <= 0:
-        return mask
-    scale = max_width / mask.shape[1]
-    size = (max_width, max(1, int(mask.shape[0] * scale)))
-    return np.asarray(Image.fromarray(mask).resize(size, Image.LANCZOS))
+def _fitted_font(draw, text: str, size: int, max_width: int):
+    """The default font at `size`, made smaller until `text` fits `max_width`."""
+    font = _font(size)
+    left, _, right, _ = draw.multiline_textbbox((0, 0), text, font=font)
+    if right - left > max_width > 0:
+        font = _font(size * max_width / (right - left))
+    return font
 
 
 def _box_extent(position, patch_h, patch_w, height, width):
@@ -324,8 +220,11 @@ def attention_overlay(
     resample = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}.get(interpolation)
     if resample is None:
         raise ValueError(
-            f"{caller}: interpolation must be 'bilinear' or 'nearest', got {interpolation!r}."
+            f"{caller}: interpolation must be 'bilinear' or 'nearest', "
+            f"got {interpolation!r}."
         )
+    if positions is not None:
+        boxes = _boxes(positions, patch_size, box_color, box_width, (height, width))
 
     attention = np.clip(np.nan_to_num(attention), 0.0, None)
     peak = float(attention.max())
@@ -334,21 +233,81 @@ def attention_overlay(
     upsampled = np.asarray(Image.fromarray(attention).resize((width, height), resample))
     levels = np.clip(upsampled * 255.0, 0, 255).round().astype(np.uint8)
     heat = colormap_lut(colormap)[levels].astype(np.float32)
-    out = rgb.astype(np.float32) * (1.0 - alpha) + heat * alpha
-    out = out.round().astype(np.uint8)
+    blended = (rgb.astype(np.float32) * (1.0 - alpha) + heat * alpha).round()
+    picture = Image.fromarray(blended.astype(np.uint8))
 
+    draw = ImageDraw.Draw(picture)
     if positions is not None:
-        _draw_boxes(out, positions, patch_size, box_color, box_width, caller)
+        for extent, colour, thickness in boxes:
+            top, left, bottom, right = extent
+            draw.rectangle((left, top, right, bottom), outline=colour, width=thickness)
     if caption:
-        _draw_caption(out, caption)
-    return out
+        _draw_caption(picture, str(caption))
+    return np.asarray(picture)
 
 
-def _draw_boxes(out, positions, patch_size, box_color, box_width, caller):
+def explanation_picture(
+    image,
+    attention,
+    positions,
+    patch_size: int | Sequence[int],
+    captions: Sequence[str] = ("", ""),
+    *,
+    gap: int = 8,
+    **overlay_arguments,
+) -> np.ndarray:
+    """The image with its sampled patches outlined, next to its attention.
+
+    Two `attention_overlay` pictures side by side: on the left the image
+    with the patches outlined (``alpha=0``), on the right the attention
+    blended over it (``alpha=0.5``), ``gap`` white pixels apart, each with
+    its caption.
+
+    Args:
+        image: ``(H, W, C)`` image, as for `attention_overlay`.
+        attention: ``(h, w)`` map, e.g. ``explain(x)["attention"][i]``.
+        positions: ``(N, 2)`` patch centres, ``explain(x)["positions"][i]``.
+        patch_size: Patch side ``p`` or ``(ph, pw)``.
+        captions: Captions of the left and the right picture.
+        gap: White pixels between the two.
+        **overlay_arguments: Other `attention_overlay` arguments
+            (``colormap``, ``box_color``, ...).
+
+    Returns:
+        An RGB ``uint8`` array ``(H, 2 W + gap, 3)``.
+
+    Examples:
+        >>> import numpy as np
+        >>> picture = explanation_picture(
+        ...     np.zeros((40, 60, 3), "uint8"), np.ones((4, 6)), [[20, 30]], 10,
+        ...     captions=("true: FL", "predicted: FL (90%)"))
+        >>> picture.shape
+        (40, 128, 3)
+    """
+    left, right = (
+        attention_overlay(
+            image,
+            attention,
+            positions,
+            patch_size,
+            alpha=alpha,
+            caption=caption,
+            **overlay_arguments,
+        )
+        for alpha, caption in zip((0.0, 0.5), captions)
+    )
+    white = np.full((left.shape[0], int(gap), 3), 255, np.uint8)
+    return np.concatenate([left, white, right], axis=1)
+
+
+def _boxes(positions, patch_size, box_color, box_width, image_shape):
+    """Checked `(extent, colour, thickness)` of every patch inside the image."""
+    caller = "attention_overlay"
     positions = _to_numpy(positions, "positions", caller).astype(np.float64)
     if positions.ndim != 2 or positions.shape[1] != 2:
         raise ValueError(
-            f"{caller}: positions must have shape (N, 2) as (y, x), got {positions.shape}."
+            f"{caller}: positions must have shape (N, 2) as (y, x), got "
+            f"{positions.shape}."
         )
     if patch_size is None:
         raise ValueError(f"{caller}: patch_size is required when positions are given.")
@@ -370,32 +329,32 @@ def _draw_boxes(out, positions, patch_size, box_color, box_width, caller):
             f"{caller}: box_color must be one RGB triple or shape (N, 3) = "
             f"({len(positions)}, 3), got {np.asarray(box_color).shape}."
         )
-    colours = _to_uint8(colours)
-    height, width = out.shape[:2]
-    thickness = int(box_width)
-    for position, colour in zip(positions, colours):
-        extent = _box_extent(position, patch_h, patch_w, height, width)
-        if extent is None:
-            continue
-        top, left, bottom, right = extent
-        t = min(thickness, bottom - top + 1, right - left + 1)
-        out[top : top + t, left : right + 1] = colour
-        out[bottom - t + 1 : bottom + 1, left : right + 1] = colour
-        out[top : bottom + 1, left : left + t] = colour
-        out[top : bottom + 1, right - t + 1 : right + 1] = colour
+    boxes = []
+    for position, colour in zip(positions, _to_uint8(colours)):
+        extent = _box_extent(position, patch_h, patch_w, *image_shape)
+        if extent is not None:
+            top, left, bottom, right = extent
+            # A box clipped thinner than the outline is drawn filled.
+            thickness = min(int(box_width), bottom - top + 1, right - left + 1)
+            boxes.append((extent, tuple(int(c) for c in colour), thickness))
+    return boxes
 
 
-def _draw_caption(out, caption):
-    height, width = out.shape[:2]
-    text_height = max(12, height // 25)
-    margin = max(2, text_height // 4)
-    mask = _fit_mask(_text_mask(str(caption), text_height), width - 2 * margin)
-    band = min(height, mask.shape[0] + 2 * margin)
+def _draw_caption(picture, caption):
+    width, height = picture.size
+    margin = max(2, height // 100)
+    draw = ImageDraw.Draw(picture, "RGBA")
+    font = _fitted_font(draw, caption, max(12, height // 25), width - 2 * margin)
+    left, top, right, bottom = draw.multiline_textbbox((0, 0), caption, font=font)
+    band = min(height, bottom - top + 2 * margin)
     # Darken rather than replace, so the image stays faintly visible.
-    out[height - band :] = (out[height - band :].astype(np.float32) * 0.35).astype(
-        np.uint8
+    draw.rectangle((0, height - band, width, height), fill=(0, 0, 0, 166))
+    draw.multiline_text(
+        (margin - left, height - band + margin - top),
+        caption,
+        fill=(255, 255, 255),
+        font=font,
     )
-    _paste_text(out, mask, height - band + margin, margin, (255, 255, 255))
 
 
 def patch_grid(
@@ -502,18 +461,18 @@ def patch_grid(
     strip = text_height + 4 if texts is not None else 0
 
     cell_h, cell_w = tile_h + strip + pad, tile_w + pad
-    grid = np.empty((nrows * cell_h + pad, ncols * cell_w + pad, 3), dtype=np.uint8)
-    grid[:] = _to_uint8(np.asarray(background)).reshape(3)
+    fill = tuple(int(c) for c in _to_uint8(np.asarray(background)).reshape(3))
+    grid = Image.new("RGB", (ncols * cell_w + pad, nrows * cell_h + pad), fill)
+    draw = ImageDraw.Draw(grid)
     for i in range(count):
         top = pad + (i // ncols) * cell_h
         left = pad + (i % ncols) * cell_w
-        grid[top : top + tile_h, left : left + tile_w] = np.repeat(
-            np.repeat(tiles[i], scale, axis=0), scale, axis=1
-        )
+        tile = Image.fromarray(tiles[i]).resize((tile_w, tile_h), Image.NEAREST)
+        grid.paste(tile, (left, top))
         if texts is not None and texts[i]:
-            mask = _fit_mask(_text_mask(texts[i], text_height), tile_w)
-            _paste_text(grid, mask, top + tile_h + 2, left, (0, 0, 0))
-    return grid
+            font = _fitted_font(draw, texts[i], text_height, tile_w)
+            draw.text((left, top + tile_h + 2), texts[i], fill=(0, 0, 0), font=font)
+    return np.asarray(grid)
 
 
 def save_png(array, path: str | os.PathLike) -> str:
@@ -534,7 +493,8 @@ def save_png(array, path: str | os.PathLike) -> str:
         >>> import os, tempfile
         >>> import numpy as np
         >>> tmp = tempfile.TemporaryDirectory()
-        >>> path = save_png(np.zeros((4, 5, 3), "uint8"), os.path.join(tmp.name, "out", "x.png"))
+        >>> path = save_png(np.zeros((4, 5, 3), "uint8"),
+        ...                 os.path.join(tmp.name, "out", "x.png"))
         >>> os.path.isfile(path)
         True
     """
