@@ -4,7 +4,8 @@ An attention network reads a downscaled view and gives a 2-D distribution;
 patches are sampled from the full-resolution image where it is high; a
 feature network turns each patch into unit-norm logits; their
 attention-weighted average is the prediction. The attention network is
-trained by entropy-regularised REINFORCE, the rest by cross-entropy.
+trained by entropy-regularised REINFORCE (`kas.policy_gradient`), the rest by
+cross-entropy.
 """
 
 from keras_attention_sampling import datasets, policy_gradient, sampling, visualize
@@ -13,16 +14,13 @@ from keras_attention_sampling.layers import (
     Downsample,
     NormalizedFeature,
     PatchSampler,
-    RewardBaseline,
     WeightedLogitPool,
+    patch_backbone,
 )
-from keras_attention_sampling.models import (
-    AttentionSamplingModel,
-    PolicyGradientMixin,
-    PolicyGradientModel,
-)
+from keras_attention_sampling.models import AttentionSamplingModel, PolicyGradientModel
+from keras_attention_sampling.policy_gradient import PolicyGradientMixin, RewardBaseline
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AttentionMap",
@@ -35,6 +33,7 @@ __all__ = [
     "RewardBaseline",
     "WeightedLogitPool",
     "datasets",
+    "patch_backbone",
     "policy_gradient",
     "sampling",
     "visualize",

@@ -1,9 +1,12 @@
 """Where to look: the maths of sampling patches from an attention map.
 
-Pure functions in `keras.ops` that the layers call. An attention map is a
-distribution over the cells of a `(h, w)` grid laid over a `(H, W)` image;
-cell `(i, j)` is the patch centred at `((i + 0.5) * H / h, (j + 0.5) * W / w)`.
-Everything here works on flat cell indices `i * w + j`.
+Pure functions in `keras.ops` that `PatchSampler` and `AttentionMap` call. An
+attention map is a distribution over the cells of a `(h, w)` grid laid over a
+`(H, W)` image; cell `(i, j)` is the patch centred at
+`((i + 0.5) * H / h, (j + 0.5) * W / w)`. Everything here works on flat cell
+indices `i * w + j`: `sample_cells` draws them, `draw_log_prob` says how
+likely a draw was (the policy gradient needs it), `cells_to_centres` places
+them and `gather_patches` cuts their patches.
 """
 
 import keras
@@ -49,55 +52,6 @@ def safe_log(probabilities):
     """
     probabilities = ops.cast(probabilities, "float32")
     return ops.log(ops.maximum(probabilities, _TINY))
-
-
-def downsample(images, scale, dtype="float32"):
-    """Average-pools images by `scale` without a float copy of the whole image.
-
-    The same values as casting to float32 and calling
-    `ops.average_pool(images, scale, scale, padding="valid")` (the last
-    `H mod scale` rows and `W mod scale` columns are dropped), but the `scale`
-    rows of each output row are summed first, one uint8 slice at a time, so
-    only a `1 / scale` image is ever held in float32. On a CPU this was 1.7x
-    to 5.5x faster at 5552x4160, `scale=20`, depending on backend and batch
-    (`examples/benchmarks/downsample.py`). Sums are kept in float32 whatever
-    `dtype` is.
-
-    Args:
-        images: `(B, H, W, C)` tensor of any numeric dtype.
-        scale: Python int, the pooling factor in both directions.
-        dtype: dtype of the result.
-
-    Returns:
-        `(B, H // scale, W // scale, C)` tensor of `dtype`.
-
-    Examples:
-        >>> import numpy as np
-        >>> from keras import ops
-        >>> x = np.arange(2 * 4 * 6 * 1, dtype="uint8").reshape(2, 4, 6, 1)
-        >>> low = downsample(x, 2)
-        >>> tuple(low.shape)
-        (2, 2, 3, 1)
-        >>> float(ops.convert_to_numpy(low)[0, 0, 0, 0])  # mean of 0, 1, 6, 7
-        3.5
-    """
-    scale = int(scale)
-    if scale < 1:
-        raise ValueError(f"downsample: scale must be a positive int, got {scale}.")
-    if scale == 1:
-        return ops.cast(images, dtype)
-    _, height, width, channels = ops.shape(images)
-    rows, cols = height // scale, width // scale
-    images = images[:, : rows * scale, : cols * scale, :]
-    # (B, rows, scale, cols * scale * C): row r of the output sums slices
-    # [:, r, i] for i < scale; each slice is cast on its own.
-    stacked = ops.reshape(images, (-1, rows, scale, cols * scale * channels))
-    total = ops.cast(stacked[:, :, 0], "float32")
-    for i in range(1, scale):
-        total = total + ops.cast(stacked[:, :, i], "float32")
-    total = ops.reshape(total, (-1, rows, cols, scale, channels))
-    low = ops.sum(total, axis=3) * (1.0 / (scale * scale))
-    return ops.cast(low, dtype)
 
 
 def sample_cells(log_probs, n_patches, replace=True, seed=None):
@@ -178,18 +132,6 @@ def cells_to_centres(cells, map_shape, image_shape):
     y = (rows + 0.5) * (image_h / map_h)
     x = (cols + 0.5) * (image_w / map_w)
     return ops.stack([y, x], axis=-1)
-
-
-def centres_to_cells(positions, map_shape, image_shape):
-    """Inverse of `cells_to_centres`: the flat cell each centre lies in."""
-    map_h, map_w = map_shape
-    image_h, image_w = image_shape
-    positions = ops.cast(positions, "float32")
-    rows = ops.floor(positions[..., 0] * (map_h / image_h))
-    cols = ops.floor(positions[..., 1] * (map_w / image_w))
-    rows = ops.clip(ops.cast(rows, "int32"), 0, map_h - 1)
-    cols = ops.clip(ops.cast(cols, "int32"), 0, map_w - 1)
-    return rows * map_w + cols
 
 
 def _reflect(index, size):

@@ -80,12 +80,16 @@ def test_patch_sampler_outputs_are_consistent(rng):
     attention = rng.dirichlet(np.ones(20), size=3).reshape(3, 4, 5).astype("float32")
     images = rng.integers(0, 255, (3, 40, 50, 1)).astype("uint8")
     sampler = kas.PatchSampler(6, 10, seed=0)
-    patches, sampled_attention, positions = sampler([attention, images], training=True)
+    patches, sampled_attention, positions, cells = sampler(
+        [attention, images], training=True, return_cells=True
+    )
     patches = ops.convert_to_numpy(patches)
     positions = ops.convert_to_numpy(positions)
     assert patches.dtype == np.float32  # cast after the gather
-    cells = ops.convert_to_numpy(
-        kas.sampling.centres_to_cells(positions, (4, 5), (40, 50))
+    cells = ops.convert_to_numpy(cells)
+    # The centres are those of the cells the sampler hands out.
+    np.testing.assert_array_equal(
+        positions[..., 0] // 10 * 5 + positions[..., 1] // 10, cells
     )
     np.testing.assert_allclose(
         ops.convert_to_numpy(sampled_attention),
@@ -177,13 +181,13 @@ def test_weighted_logit_pool(tmp_path, rng):
     attention = rng.random((2, 4)).astype("float32")
     run_layer_test(
         kas.WeightedLogitPool,
-        {"temperature": 3.0, "activation": None, "attention_gradient": True},
+        {"logit_scale": 3.0, "activation": None, "attention_gradient": True},
         [features, attention],
         (2, 3),
         tmp_path,
         trainable=False,
     )
-    pool = kas.WeightedLogitPool(temperature=3.0)
+    pool = kas.WeightedLogitPool(logit_scale=3.0)
     got = ops.convert_to_numpy(pool([features, attention]))
     weights = attention / attention.sum(1, keepdims=True)
     logits = 3.0 * (weights[..., None] * features).sum(1)

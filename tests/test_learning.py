@@ -18,11 +18,11 @@ SIZE, SQUARE = 64, 8
 
 def square_task(n, seed):
     rng = np.random.default_rng(seed)
-    images = (rng.random((n, SIZE, SIZE, 3)) * 0.5 + 0.25).astype("float32")
+    images = (rng.random((n, SIZE, SIZE, 3)) * 128 + 64).astype("uint8")
     labels = rng.integers(0, 3, n)
     corners = rng.integers(0, SIZE - SQUARE + 1, (n, 2))
     for image, label, (top, left) in zip(images, labels, corners):
-        image[top : top + SQUARE, left : left + SQUARE] = np.eye(3)[label]
+        image[top : top + SQUARE, left : left + SQUARE] = 255 * np.eye(3)[label]
     return images, labels, corners
 
 

@@ -1,6 +1,7 @@
-"""End-to-end tests of `examples/lymphoma.py` (the worked example).
+"""End-to-end tests of `examples/lymphoma.py` (the worked example) and of
+`examples/lymphoma_study.py` (its runs over seeds).
 
-The script is imported from its file and driven through `main(argv)` with
+The scripts are imported from their files and driven through `main(argv)` with
 tiny generated images, so the whole command-line path runs: data, training,
 checkpoints, resume, the saved model, pictures and the results table.
 """
@@ -16,7 +17,7 @@ import pytest
 
 from keras_attention_sampling import datasets
 
-SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "lymphoma.py")
+EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 
 # Tiny and fast: 104x139 images, 2 patches of 16 px, 2 draws per image.
 TINY = [
@@ -46,12 +47,24 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def example():
-    spec = importlib.util.spec_from_file_location("lymphoma_example", SCRIPT)
+def _load(name):
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(EXAMPLES, f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def tutorial():
+    return _load("lymphoma")
+
+
+@pytest.fixture(scope="module")
+def example():
+    """The study harness, which takes every flag of the tutorial."""
+    return _load("lymphoma_study")
 
 
 def _csv_rows(path):
@@ -114,7 +127,7 @@ def test_smoke_writes_table_pictures_and_model(resumed_run, example):
         assert "_true-" in name and "_pred-" in name
     # The image with its patches outlined, a gap, the attention over it.
     image = datasets.read_image(os.path.join(run_dir, "test", overlays[0]))
-    assert image.shape == (104, 2 * 139 + example.GAP, 3)
+    assert image.shape == (104, 2 * 139 + 8, 3)
 
     # The split is saved by image name; the three parts are disjoint.
     with open(os.path.join(run_dir, "split.json")) as handle:
@@ -211,3 +224,27 @@ def test_kaggle_tiff_folder_with_slide_split(example, tmp_path):
     overlays = _pngs(os.path.join(output, "seed-0", "test"))
     assert len(overlays) == summary["n_test"]
     assert all(name.split("_")[1].startswith("sj-") for name in overlays)
+
+
+def test_tutorial_trains_saves_reloads_and_draws(tutorial, tmp_path, capsys):
+    output = str(tmp_path / "tutorial")
+    result = tutorial.main(TINY + ["--epochs", "1", "--output", output, "--seed", "2"])
+    run_dir = os.path.join(output, "seed-2")
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+    assert result["n_train"] + result["n_val"] + result["n_test"] == 18
+    printed = capsys.readouterr().out
+    assert "| split | patch size | patches | train | test | chance |" in printed
+    assert f"| random | 16 | 2 | {result['train_accuracy']:.1%} |" in printed
+    # The model reloads; its backup and checkpoint are there to resume from.
+    model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
+    assert model.predict(np.zeros((1, 104, 139, 3), np.uint8), verbose=0).shape == (
+        1,
+        3,
+    )
+    assert os.path.exists(os.path.join(run_dir, "checkpoints", "epoch-001.keras"))
+    assert os.path.isdir(os.path.join(run_dir, "backup"))
+    pictures = _pngs(os.path.join(run_dir, "test"))
+    grids = [name for name in pictures if name.endswith("_patches.png")]
+    assert len(pictures) - len(grids) == result["n_test"] and len(grids) == 2
+    with open(os.path.join(run_dir, "split.json")) as handle:
+        assert sorted(json.load(handle)) == ["test", "train", "val"]

@@ -181,11 +181,14 @@ def test_explain_returns_every_piece(data):
 
 def test_uint8_images_with_rescale(rng):
     x = rng.integers(0, 256, (4, 32, 32, 3)).astype("uint8")
-    model = small_model(rescale=1 / 255)
+    model = small_model(rescale=1 / 255, offset=0.0)
     model.compile()
     history = model.fit(x, np.arange(4) % 3, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    patches = model.explain(x[:1])["patches"]
+    explanation = model.explain(x[:1])
+    raw = explanation["patches"]
+    assert raw.dtype == np.uint8  # as cut from the images
+    patches = ops.convert_to_numpy(model.rescaling(raw))  # what the features see
     assert 0.0 <= patches.min() and patches.max() <= 1.0
 
 
@@ -195,7 +198,7 @@ def test_view_made_outside_the_model_gives_the_same_predictions(tmp_path, rng):
     model = small_model(rescale=1 / 255, inference_sampling="top_k")
     inputs = {
         "images": x,
-        "view": ops.convert_to_numpy(sampling.downsample(x, 4)).astype("float32"),
+        "view": ops.convert_to_numpy(kas.Downsample(4)(x)).astype("float32"),
     }
     model.compile(metrics=["accuracy"])
     # Either form builds the model; the two give the same top-k prediction.
@@ -222,15 +225,16 @@ def test_view_made_outside_the_model_gives_the_same_predictions(tmp_path, rng):
 
 def test_host_view_matches_the_model_view(rng):
     x = rng.integers(0, 256, (2, 33, 30, 3)).astype("uint8")
-    host = kas.datasets.low_resolution_view(x, 4)
+    downsample = kas.Downsample(4)
+    host = downsample.host_view(x)
     assert host.dtype == np.uint8 and host.shape == (2, 8, 7, 3)
-    model_view = ops.convert_to_numpy(sampling.downsample(x, 4))
+    model_view = ops.convert_to_numpy(downsample(x))
     assert np.abs(host.astype("float32") - model_view).max() <= 0.5
     assert kas.datasets.with_views(x, 4)["view"].shape == (2, 8, 7, 3)
-    with pytest.raises(ValueError, match="low_resolution_view: images must be uint8"):
-        kas.datasets.low_resolution_view(x.astype("float32"), 4)
+    with pytest.raises(ValueError, match="Downsample.host_view: images must be uint8"):
+        downsample.host_view(x.astype("float32"))
     with pytest.raises(ValueError, match="smaller than the scale"):
-        kas.datasets.low_resolution_view(x, 40)
+        kas.Downsample(40).host_view(x)
 
 
 def test_dict_inputs_need_images_and_view(data):

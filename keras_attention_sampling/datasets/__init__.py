@@ -7,8 +7,8 @@
 * `split_random` / `split_by_group` make stratified image-level
   or slide-level splits;
 * `Augment` augments ``uint8`` batches on the host with numpy;
-* `low_resolution_view` / `with_views` make the attention view on the
-  host, outside the training step.
+* `with_views` makes the model's view on the host, outside the training
+  step.
 """
 
 from keras_attention_sampling.datasets.augment import Augment
@@ -29,7 +29,7 @@ from keras_attention_sampling.datasets.synthetic import (
     SyntheticSample,
     make_synthetic_lymphoma,
 )
-from keras_attention_sampling.datasets.views import low_resolution_view, with_views
+from keras_attention_sampling.datasets.views import with_views
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -42,7 +42,6 @@ __all__ = [
     "SyntheticSample",
     "fit_to_size",
     "index_image_folder",
-    "low_resolution_view",
     "make_synthetic_lymphoma",
     "read_image",
     "read_image_size",

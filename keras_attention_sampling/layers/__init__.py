@@ -1,6 +1,8 @@
 from keras_attention_sampling.layers.attention_map import AttentionMap
 from keras_attention_sampling.layers.downsample import Downsample
-from keras_attention_sampling.layers.normalized_feature import NormalizedFeature
+from keras_attention_sampling.layers.normalized_feature import (
+    NormalizedFeature,
+    patch_backbone,
+)
 from keras_attention_sampling.layers.patch_sampler import PatchSampler
-from keras_attention_sampling.layers.reward_baseline import RewardBaseline
 from keras_attention_sampling.layers.weighted_logit_pool import WeightedLogitPool

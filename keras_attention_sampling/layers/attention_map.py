@@ -11,9 +11,9 @@ class AttentionMap(keras.layers.Layer):
     A small convolutional network reads a (typically downscaled) view of the
     image and ends in a one-filter convolution whose output is turned into a
     probability distribution over all its cells by a softmax taken jointly
-    over height and width. The default network is the seed's: `blocks` times
-    [Conv2D 3x3, leaky ReLU, same padding, BatchNormalization], then a 3x3
-    Conv2D with one filter.
+    over height and width. The default network is the reference notebook's:
+    `blocks` times [Conv2D 3x3, leaky ReLU, same padding, BatchNormalization],
+    then a 3x3 Conv2D with one filter, the head.
 
     The softmax is computed in float32 from log-probabilities, so the map is
     exact even under mixed precision, and `return_log_probs=True` gives
@@ -28,11 +28,15 @@ class AttentionMap(keras.layers.Layer):
         kernel_size: kernel size of every convolution, head included.
         activation: activation of the blocks.
         temperature: the logits are divided by it before the softmax; above 1
-            the map is flatter, below 1 sharper.
+            the map is flatter, below 1 sharper. (`WeightedLogitPool`'s
+            `logit_scale` multiplies instead.)
         batch_norm: whether each block ends in BatchNormalization.
         batch_norm_momentum: momentum of the moving statistics. The default
             0.9 (Keras uses 0.99) lets the inference statistics keep up with
             an attention network that REINFORCE changes quickly.
+        head_initializer: initializer of the head's kernel. `"zeros"` starts
+            from the uniform map (every logit is the head's bias), so the
+            first draws explore the whole image; the default is Keras'.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -64,6 +68,7 @@ class AttentionMap(keras.layers.Layer):
         temperature=1.0,
         batch_norm=True,
         batch_norm_momentum=0.9,
+        head_initializer="glorot_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -85,6 +90,35 @@ class AttentionMap(keras.layers.Layer):
         self.temperature = temperature
         self.batch_norm = batch_norm
         self.batch_norm_momentum = batch_norm_momentum
+        self.head_initializer = keras.initializers.get(head_initializer)
+        self.block_layers = []
+        for index in range(blocks):
+            self.block_layers.append(
+                keras.layers.Conv2D(
+                    filters,
+                    kernel_size,
+                    padding="same",
+                    activation=activation,
+                    dtype=self.dtype_policy,
+                    name=f"conv_{index}",
+                )
+            )
+            if batch_norm:
+                self.block_layers.append(
+                    keras.layers.BatchNormalization(
+                        momentum=batch_norm_momentum,
+                        dtype=self.dtype_policy,
+                        name=f"batch_norm_{index}",
+                    )
+                )
+        self.head = keras.layers.Conv2D(
+            1,
+            kernel_size,
+            padding="same",
+            kernel_initializer=self.head_initializer,
+            dtype=self.dtype_policy,
+            name="head",
+        )
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -92,35 +126,10 @@ class AttentionMap(keras.layers.Layer):
                 "AttentionMap expects images of rank 4 (B, h, w, C), got shape "
                 f"{tuple(input_shape)}."
             )
-        self.block_layers = []
         shape = tuple(input_shape)
-        for index in range(self.blocks):
-            conv = keras.layers.Conv2D(
-                self.filters,
-                self.kernel_size,
-                padding="same",
-                activation=self.activation,
-                dtype=self.dtype_policy,
-                name=f"conv_{index}",
-            )
-            conv.build(shape)
-            shape = conv.compute_output_shape(shape)
-            self.block_layers.append(conv)
-            if self.batch_norm:
-                norm = keras.layers.BatchNormalization(
-                    momentum=self.batch_norm_momentum,
-                    dtype=self.dtype_policy,
-                    name=f"batch_norm_{index}",
-                )
-                norm.build(shape)
-                self.block_layers.append(norm)
-        self.head = keras.layers.Conv2D(
-            1,
-            self.kernel_size,
-            padding="same",
-            dtype=self.dtype_policy,
-            name="head",
-        )
+        for layer in self.block_layers:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
         self.head.build(shape)
 
     def call(self, inputs, training=None, return_log_probs=False):
@@ -151,6 +160,7 @@ class AttentionMap(keras.layers.Layer):
                 "temperature": self.temperature,
                 "batch_norm": self.batch_norm,
                 "batch_norm_momentum": self.batch_norm_momentum,
+                "head_initializer": keras.initializers.serialize(self.head_initializer),
             }
         )
         return config

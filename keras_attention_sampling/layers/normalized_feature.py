@@ -2,8 +2,28 @@ import keras
 from keras import ops
 
 
-def seed_backbone(filters=16, convolutions=4, activation="leaky_relu", dtype=None):
-    """The seed's per-patch backbone: 4 x Conv2D 3x3 (16) + GlobalMaxPooling2D."""
+def patch_backbone(filters=16, convolutions=4, activation="leaky_relu", dtype=None):
+    """The reference notebook's per-patch CNN, `NormalizedFeature`'s default.
+
+    `convolutions` times a 3x3 `Conv2D` with `filters` filters, same padding
+    and `activation`, then `GlobalMaxPooling2D`. It maps `(B, p, p, C)` patches
+    to `(B, filters)` features for any patch size.
+
+    Args:
+        filters: filters of every convolution.
+        convolutions: number of convolutions.
+        activation: their activation.
+        dtype: dtype policy of the layers.
+
+    Returns:
+        A `keras.Sequential` named `"patch_backbone"`.
+
+    Examples:
+        >>> import numpy as np
+        >>> backbone = patch_backbone(filters=8, convolutions=2)
+        >>> tuple(backbone(np.zeros((5, 16, 16, 3), "float32")).shape)
+        (5, 8)
+    """
     layers = [
         keras.layers.Conv2D(
             filters, 3, padding="same", activation=activation, dtype=dtype
@@ -27,8 +47,9 @@ class NormalizedFeature(keras.layers.Layer):
         units: size of each output vector, usually the number of classes.
         backbone: any Keras layer or model mapping `(B * N, p, p, C)` patches to
             `(B * N, d)` features (for example a `keras.applications` model with
-            `include_top=False, pooling="max", weights=None`). Defaults to the
-            seed's 4 x Conv2D 3x3 (16 filters, leaky ReLU) + GlobalMaxPooling2D.
+            `include_top=False, pooling="max", weights=None`). Defaults to
+            `patch_backbone()`, the reference notebook's 4 x Conv2D 3x3 (16
+            filters, leaky ReLU) + GlobalMaxPooling2D.
         epsilon: added under the square root of the norm, so an all-zero vector
             stays finite.
         **kwargs: base layer arguments.
@@ -58,6 +79,10 @@ class NormalizedFeature(keras.layers.Layer):
         self.units = int(units)
         self.backbone = backbone
         self.epsilon = epsilon
+        # The default backbone gets its own attribute so that the config
+        # still says `backbone=None` and rebuilds the default on load.
+        self.patch_backbone = backbone or patch_backbone(dtype=self.dtype_policy)
+        self.dense = keras.layers.Dense(units, dtype=self.dtype_policy, name="logits")
 
     def build(self, input_shape):
         if len(input_shape) != 5:
@@ -65,9 +90,6 @@ class NormalizedFeature(keras.layers.Layer):
                 f"NormalizedFeature '{self.name}' expects patches of rank 5 "
                 f"(B, N, p, p, C), got shape {tuple(input_shape)}."
             )
-        # The default backbone gets its own attribute so that the config
-        # still says `backbone=None` and rebuilds the default on load.
-        self.patch_backbone = self.backbone or seed_backbone(dtype=self.dtype_policy)
         folded = (None,) + tuple(input_shape[2:])
         if not self.patch_backbone.built:
             self.patch_backbone.build(folded)
@@ -78,9 +100,6 @@ class NormalizedFeature(keras.layers.Layer):
                 f"(batch, features), it returns shape {tuple(feature_shape)}. "
                 "Add a global pooling layer at its end."
             )
-        self.dense = keras.layers.Dense(
-            self.units, dtype=self.dtype_policy, name="logits"
-        )
         self.dense.build(feature_shape)
 
     def call(self, inputs, training=None):

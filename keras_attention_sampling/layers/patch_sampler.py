@@ -7,6 +7,41 @@ PADDINGS = ("reflect", "constant")
 INFERENCE_SAMPLING = ("sample", "top_k")
 
 
+def _positive_int(name):
+    def check(value):
+        if isinstance(value, bool) or int(value) != value or value <= 0:
+            raise ValueError(
+                f"PatchSampler: {name} must be positive and whole. Received: "
+                f"{name}={value!r}"
+            )
+        return int(value)
+
+    return check
+
+
+def _one_of(name, choices):
+    def check(value):
+        if value not in choices:
+            raise ValueError(
+                f"PatchSampler: {name} must be one of {choices}. Received: "
+                f"{name}={value!r}"
+            )
+        return value
+
+    return check
+
+
+# The settings a model may write after construction, each with the check that
+# the constructor applies too.
+_CHECKS = {
+    "n_patches": _positive_int("n_patches"),
+    "patch_size": _positive_int("patch_size"),
+    "replace": bool,
+    "padding": _one_of("padding", PADDINGS),
+    "inference_sampling": _one_of("inference_sampling", INFERENCE_SAMPLING),
+}
+
+
 @keras.saving.register_keras_serializable(package="keras_attention_sampling")
 class PatchSampler(keras.layers.Layer):
     """Samples cells of an attention map and cuts their full-resolution patches.
@@ -17,13 +52,17 @@ class PatchSampler(keras.layers.Layer):
     size, and the full-resolution images may stay `uint8` (they are never
     cast as a whole; only the patches are).
 
+    The sampler is the one owner of how cells are drawn: `sample` draws them
+    and `draw_log_prob` gives the log-probability of a draw under the same
+    scheme, which is what the policy gradient differentiates.
+
     Args:
         n_patches: number of patches `N` per image.
         patch_size: side `p` of the square patches, in full-resolution pixels.
         replace: sample with replacement (independent categorical draws, as in
-            the seed) or without (Gumbel-top-k, no cell twice).
-        padding: `"reflect"` (mirror the image at its borders, as the seed) or
-            `"constant"`.
+            the reference notebook) or without (Gumbel-top-k, no cell twice).
+        padding: `"reflect"` (mirror the image at its borders, as the
+            reference notebook) or `"constant"`.
         fill_value: pixel value outside the image with `padding="constant"`.
         inference_sampling: what happens when `training` is false: `"sample"`
             draws as in training, `"top_k"` takes the `N` cells of highest
@@ -36,12 +75,15 @@ class PatchSampler(keras.layers.Layer):
           `(B, h, w)` (probabilities that sum to 1) and the full-resolution
           images `(B, H, W, C)`.
         - **training**: Python bool; see `inference_sampling`.
+        - **return_cells**: also return the drawn cells.
 
     Returns:
         Tuple `(patches, sampled_attention, positions)`: patches
         `(B, N, p, p, C)` in the layer's compute dtype, the attention of each
         sampled cell `(B, N)` (float32) and the patch centres `(B, N, 2)` in
-        full-resolution `(y, x)` pixels (float32).
+        full-resolution `(y, x)` pixels (float32). With `return_cells=True`,
+        a fourth element: the flat cell indices `(B, N)` (int32) in draw
+        order.
 
     Raises:
         ValueError: at build time, for ranks other than 3 and 4, different
@@ -53,9 +95,13 @@ class PatchSampler(keras.layers.Layer):
         >>> sampler = PatchSampler(n_patches=4, patch_size=8, seed=0)
         >>> attention = np.full((2, 4, 4), 1 / 16, "float32")
         >>> images = np.zeros((2, 32, 32, 3), "uint8")
-        >>> patches, sampled_attention, positions = sampler([attention, images])
-        >>> tuple(patches.shape), tuple(sampled_attention.shape), tuple(positions.shape)
+        >>> patches, weights, positions, cells = sampler(
+        ...     [attention, images], return_cells=True
+        ... )
+        >>> tuple(patches.shape), tuple(weights.shape), tuple(positions.shape)
         ((2, 4, 8, 8, 3), (2, 4), (2, 4, 2))
+        >>> tuple(cells.shape)
+        (2, 4)
     """
 
     def __init__(
@@ -70,28 +116,21 @@ class PatchSampler(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if int(n_patches) <= 0 or int(patch_size) <= 0:
-            raise ValueError(
-                "PatchSampler: n_patches and patch_size must be positive, got "
-                f"n_patches={n_patches}, patch_size={patch_size}."
-            )
-        if padding not in PADDINGS:
-            raise ValueError(
-                f"PatchSampler: padding must be one of {PADDINGS}, got {padding!r}."
-            )
-        if inference_sampling not in INFERENCE_SAMPLING:
-            raise ValueError(
-                "PatchSampler: inference_sampling must be one of "
-                f"{INFERENCE_SAMPLING}, got {inference_sampling!r}."
-            )
-        self.n_patches = int(n_patches)
-        self.patch_size = int(patch_size)
+        self.n_patches = n_patches
+        self.patch_size = patch_size
         self.replace = replace
         self.padding = padding
         self.fill_value = fill_value
         self.inference_sampling = inference_sampling
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def __setattr__(self, name, value):
+        # One check for the constructor and for later writes (the model's
+        # properties write here).
+        if name in _CHECKS:
+            value = _CHECKS[name](value)
+        super().__setattr__(name, value)
 
     def build(self, input_shape):
         self._check_shapes(*input_shape)
@@ -130,12 +169,14 @@ class PatchSampler(keras.layers.Layer):
                     f"({map_h * map_w} cells)."
                 )
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, return_cells=False):
         attention, images = inputs
         self._check_shapes(attention.shape, images.shape)
-        log_probs = sampling.safe_log(attention)
-        cells = self.sample(log_probs, training=training)
-        return self.extract(attention, images, cells)
+        cells = self.sample(sampling.safe_log(attention), training=training)
+        patches, sampled_attention, positions = self.extract(attention, images, cells)
+        if return_cells:
+            return patches, sampled_attention, positions, cells
+        return patches, sampled_attention, positions
 
     def sample(self, log_probs, training=None):
         """Flat cell indices `(B, N)` drawn from log-probabilities `(B, h, w)`."""
@@ -146,6 +187,17 @@ class PatchSampler(keras.layers.Layer):
         return sampling.sample_cells(
             flat, self.n_patches, replace=self.replace, seed=self.seed_generator
         )
+
+    def draw_log_prob(self, log_probs, cells):
+        """Log-probability `(B, N)` of each drawn cell, given the draws before it.
+
+        Computed under this sampler's scheme (`replace`), from
+        log-probabilities `(B, h, w)` or `(B, K)`; see
+        `sampling.draw_log_prob`.
+        """
+        batch = ops.shape(log_probs)[0]
+        flat = ops.reshape(log_probs, (batch, -1))
+        return sampling.draw_log_prob(flat, cells, replace=self.replace)
 
     def extract(self, attention, images, cells, image_index=None):
         """Patches, their attention and centres for given cells.
@@ -171,7 +223,7 @@ class PatchSampler(keras.layers.Layer):
         return ops.cast(patches, self.compute_dtype), sampled_attention, positions
 
     def compute_output_shape(self, input_shape):
-        attention_shape, image_shape = input_shape
+        _, image_shape = input_shape
         batch, n, p = image_shape[0], self.n_patches, self.patch_size
         return (
             (batch, n, p, p, image_shape[3]),
@@ -179,15 +231,18 @@ class PatchSampler(keras.layers.Layer):
             (batch, n, 2),
         )
 
-    def compute_output_spec(self, inputs, training=None):
+    def compute_output_spec(self, inputs, training=None, return_cells=False):
         attention, images = inputs
         self._check_shapes(attention.shape, images.shape)
         shapes = self.compute_output_shape((attention.shape, images.shape))
-        return (
+        outputs = (
             keras.KerasTensor(shapes[0], self.compute_dtype),
             keras.KerasTensor(shapes[1], "float32"),
             keras.KerasTensor(shapes[2], "float32"),
         )
+        if return_cells:
+            outputs += (keras.KerasTensor(shapes[1], "int32"),)
+        return outputs
 
     def get_config(self):
         config = super().get_config()

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 from keras import ops
 
@@ -7,16 +9,20 @@ class WeightedLogitPool(keras.layers.Layer):
     """Attention-weighted average of per-patch logits, then an activation.
 
     Computes `activation(T * sum_n a_n f_n / sum_n a_n)` where `a_n` is the
-    attention of the n-th sampled patch and `f_n` its (unit-norm) logits. As in
-    the seed, the attention enters as a constant by default: the attention
+    attention of the n-th sampled patch, `f_n` its (unit-norm) logits and `T`
+    the `logit_scale`. As in the reference notebook, the attention enters as a
+    constant by default: the attention
     network is trained by the policy gradient, and letting the classification
     loss push on the weights as well would reward it for re-weighting the
     patches it already drew rather than for drawing better ones.
 
     Args:
-        temperature: the scale `T` of the pooled unit-norm logits. Unit-norm
-            vectors give logits in `[-1, 1]`; `T` sets how confident the
-            prediction can get (the seed uses 3).
+        logit_scale: the factor `T` that multiplies the pooled unit-norm
+            logits. Unit-norm vectors give logits in `[-1, 1]`; `T` sets how
+            confident the prediction can get (the reference notebook uses 3).
+            It multiplies, unlike `AttentionMap`'s `temperature`, which
+            divides; release 0.1 called it `temperature`, and that keyword is
+            still accepted.
         activation: applied to the scaled logits; `"softmax"` by default, or
             `None` to return logits for `from_logits=True` losses.
         attention_gradient: let the gradient flow into the attention weights.
@@ -31,7 +37,7 @@ class WeightedLogitPool(keras.layers.Layer):
 
     Examples:
         >>> import numpy as np
-        >>> pool = WeightedLogitPool(temperature=3.0)
+        >>> pool = WeightedLogitPool(logit_scale=3.0)
         >>> features = np.eye(3, dtype="float32")[None]  # 3 patches, 3 classes
         >>> probs = pool([features, np.array([[0.7, 0.2, 0.1]], "float32")])
         >>> int(np.argmax(probs[0]))
@@ -39,16 +45,29 @@ class WeightedLogitPool(keras.layers.Layer):
     """
 
     def __init__(
-        self, temperature=1.0, activation="softmax", attention_gradient=False, **kwargs
+        self, logit_scale=1.0, activation="softmax", attention_gradient=False, **kwargs
     ):
-        super().__init__(**kwargs)
-        if temperature <= 0:
-            raise ValueError(
-                f"WeightedLogitPool: temperature must be positive, got {temperature}."
+        if "temperature" in kwargs:
+            warnings.warn(
+                "WeightedLogitPool: `temperature` is now called `logit_scale`.",
+                DeprecationWarning,
+                stacklevel=2,
             )
-        self.temperature = temperature
+            logit_scale = kwargs.pop("temperature")
+        super().__init__(**kwargs)
+        self.logit_scale = logit_scale
         self.activation = keras.activations.get(activation)
         self.attention_gradient = attention_gradient
+
+    def __setattr__(self, name, value):
+        # One check for the constructor and for later writes (the model's
+        # `logit_scale` property writes here).
+        if name == "logit_scale" and not value > 0:
+            raise ValueError(
+                "WeightedLogitPool: logit_scale must be positive. Received: "
+                f"logit_scale={value!r}"
+            )
+        super().__setattr__(name, value)
 
     def build(self, input_shape):
         self._check_shapes(*input_shape)
@@ -80,7 +99,7 @@ class WeightedLogitPool(keras.layers.Layer):
             ops.sum(attention, axis=1, keepdims=True), 1e-30
         )
         pooled = ops.sum(weights[..., None] * features, axis=1)
-        return self.activation(self.temperature * pooled)
+        return self.activation(self.logit_scale * pooled)
 
     def compute_output_shape(self, input_shape):
         feature_shape, _ = input_shape
@@ -95,7 +114,7 @@ class WeightedLogitPool(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
-                "temperature": self.temperature,
+                "logit_scale": self.logit_scale,
                 "activation": keras.activations.serialize(self.activation),
                 "attention_gradient": self.attention_gradient,
             }

@@ -1,7 +1,4 @@
 from keras_attention_sampling.models.attention_sampling_model import (
     AttentionSamplingModel,
 )
-from keras_attention_sampling.models.policy_gradient_model import (
-    PolicyGradientMixin,
-    PolicyGradientModel,
-)
+from keras_attention_sampling.models.policy_gradient_model import PolicyGradientModel

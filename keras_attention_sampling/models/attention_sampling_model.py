@@ -1,67 +1,90 @@
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_attention_sampling import sampling
+from keras_attention_sampling._layer_setting import LayerSetting
 from keras_attention_sampling.layers.attention_map import AttentionMap
+from keras_attention_sampling.layers.downsample import Downsample
 from keras_attention_sampling.layers.normalized_feature import NormalizedFeature
 from keras_attention_sampling.layers.patch_sampler import PatchSampler
 from keras_attention_sampling.layers.weighted_logit_pool import WeightedLogitPool
-from keras_attention_sampling.models.policy_gradient_model import PolicyGradientMixin
+from keras_attention_sampling.policy_gradient.trainer import PolicyGradientMixin
 
 
 @keras.saving.register_keras_serializable(package="keras_attention_sampling")
 class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
     """Classifies megapixel images from a few attention-sampled patches.
 
-    The full-resolution images are average-pooled by `scale`; the attention
-    network turns that view into a distribution over its cells; `n_patches`
-    cells are sampled and their `patch_size` patches are cut from the full
-    image; the feature network gives each patch unit-norm logits; their
-    attention-weighted average, scaled by `temperature`, goes through a
-    softmax. `fit` trains the feature side by the compiled loss and the
-    attention network by entropy-regularised REINFORCE (see
+    The full-resolution images are average-pooled by `scale` into the view;
+    the attention network turns the view into a distribution over its cells;
+    `n_patches` cells are sampled and their `patch_size` patches are cut from
+    the full image; the feature network gives each patch unit-norm logits;
+    their attention-weighted average, multiplied by `logit_scale`, goes
+    through a softmax. `fit` trains the feature side by the compiled loss and
+    the attention network by entropy-regularised REINFORCE (see
     `PolicyGradientMixin`).
+
+    Pixel values in `[0, 255]` go in, as `uint8` or float, like the
+    `keras.applications` models that include their preprocessing. The model
+    maps them to `[-0.5, 0.5]` (`x * rescale + offset`) in the view and in the
+    patches alike, so the full images can stay `uint8` in memory. Centred
+    inputs let the reference notebook's networks learn much more reliably
+    than inputs in `[0, 1]` (see the Concepts page). Give other `rescale` and
+    `offset` for other inputs: `rescale=1.0, offset=-0.5` for images already
+    in `[0, 1]`.
+
+    Every setting is owned by one layer of the model and the model's
+    attribute of the same name reads and writes it there: `scale` is
+    `downsample.scale`; `n_patches`, `patch_size`, `replace`, `padding`,
+    `inference_sampling` and `seed` are `sampler`'s; `logit_scale` and
+    `attention_gradient` are `pool`'s; `rescale` and `offset` are
+    `rescaling`'s (a `keras.layers.Rescaling`); `baseline` and
+    `baseline_momentum` are `reward_baseline`'s. A write, such as
+    `model.inference_sampling = "top_k"` on a loaded model, takes effect at
+    the next `fit`, `evaluate` or `predict`.
 
     Args:
         num_classes: number of classes.
-        attention_network: any layer or model mapping the low-resolution view
-            `(B, h, w, C)` to probabilities `(B, h', w')` that sum to 1.
-            Default `AttentionMap()`, the seed's network. An `AttentionMap`
-            (and only it) gives the policy gradient exact log-probabilities.
-        feature_network: a `NormalizedFeature`; default
-            `NormalizedFeature(num_classes)` with the seed's backbone.
-        scale: average-pooling factor of the low-resolution view (1 for
-            none).
+        attention_network: any layer or model mapping the view `(B, h, w, C)`
+            to probabilities `(B, h', w')` that sum to 1. Default
+            `AttentionMap()`, the reference notebook's network. An
+            `AttentionMap` (and only it) gives the policy gradient exact
+            log-probabilities.
+        feature_network: a layer mapping patches `(B, N, p, p, C)` to
+            `(B, N, num_classes)`; default `NormalizedFeature(num_classes)`
+            with the reference notebook's backbone.
+        scale: average-pooling factor of the view (1 for none).
         n_patches: patches per image.
         patch_size: patch side in full-resolution pixels.
-        replace: sample with replacement (default, as the seed) or without.
+        replace: sample with replacement (the reference notebook's) or
+            without.
         padding: `"reflect"` or `"constant"` at the image borders.
         inference_sampling: `"sample"` or `"top_k"` for `predict`/`evaluate`.
-        temperature: scale of the pooled unit-norm logits (seed: 3).
+        logit_scale: factor of the pooled unit-norm logits (the reference
+            notebook's 3; release 0.1 called it `temperature`, which is still
+            accepted).
         attention_gradient: let the classification loss reach the attention
-            through the pool weights too (off in the seed).
-        reward: `"bounded"` `exp(-L)` (default) or `"negative_loss"` `-L`.
-        baseline: `"mean"` (batch mean, default), `"leave_one_out"`,
-            `"moving_average"` or `"none"`.
-        baseline_momentum: decay of the moving-average baseline.
-        entropy_weight: weight `lambda` of the entropy regulariser (0.05).
-        samples_per_image: independent draws per image in a training batch
-            (seed: 4).
-        rescale: factor applied to the low-resolution view and to the
-            patches, e.g. `1 / 255` for `uint8` images. Rescaling there rather
-            than on the input keeps the full images `uint8` in memory.
+            through the pool weights too (off in the reference notebook).
+        rescale: factor of the normalisation `x * rescale + offset` of the
+            view and the patches (`None` for 1).
+        offset: offset of that normalisation.
         seed: seed of the patch sampler.
-        **kwargs: `keras.Model` arguments (`name`, `dtype`, ...).
+        **kwargs: the policy-gradient settings of `PolicyGradientMixin`
+            (`reward`, `baseline`, `baseline_momentum`, `entropy_weight`,
+            `samples_per_image`), then `keras.Model` arguments (`name`,
+            `dtype`, ...).
 
     Call arguments:
         - **images**: `(B, H, W, C)` full-resolution images, any numeric
           dtype; or a dict `{"images": images, "view": view}` whose `view`
-          `(B, h, w, C)` is the low-resolution view made outside the model
-          (from an image pyramid, a reduced decode or
-          `kas.datasets.with_views`). `scale` is then not used; `rescale`
-          still applies to the view. Patches are placed by the view's grid:
-          cell `(i, j)` is centred at `((i + 0.5) H / h, (j + 0.5) W / w)`.
+          `(B, h, w, C)` was made outside the model, in the images' value
+          range (from an image pyramid, a reduced decode or
+          `kas.datasets.with_views`). `scale` is then not used. Patches are
+          placed by the view's grid: cell `(i, j)` is centred at
+          `((i + 0.5) H / h, (j + 0.5) W / w)`.
         - **training**: Python bool.
         - **return_details**: return the dict of `policy_forward` instead.
         - **samples_per_image**: independent draws per image; the outputs
@@ -77,11 +100,26 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         ...     3, scale=8, n_patches=4, patch_size=16, samples_per_image=2, seed=0
         ... )
         >>> model.compile(metrics=["accuracy"])
-        >>> x = np.random.rand(4, 64, 64, 3).astype("float32")
+        >>> x = np.random.randint(0, 256, (4, 64, 64, 3), dtype="uint8")
         >>> history = model.fit(x, np.array([0, 1, 2, 0]), epochs=1, verbose=0)
         >>> tuple(model.predict(x, verbose=0).shape)
         (4, 3)
+        >>> model.inference_sampling = "top_k"  # written to model.sampler
+        >>> model.sampler.inference_sampling
+        'top_k'
     """
+
+    scale = LayerSetting("downsample")
+    n_patches = LayerSetting("sampler")
+    patch_size = LayerSetting("sampler")
+    replace = LayerSetting("sampler")
+    padding = LayerSetting("sampler")
+    inference_sampling = LayerSetting("sampler")
+    seed = LayerSetting("sampler", writable=False)
+    logit_scale = LayerSetting("pool")
+    attention_gradient = LayerSetting("pool")
+    rescale = LayerSetting("rescaling", "scale")
+    offset = LayerSetting("rescaling")
 
     def __init__(
         self,
@@ -94,39 +132,38 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         replace=True,
         padding="reflect",
         inference_sampling="sample",
-        temperature=3.0,
+        logit_scale=3.0,
         attention_gradient=False,
-        reward="bounded",
-        baseline="mean",
-        baseline_momentum=0.9,
-        entropy_weight=0.05,
-        samples_per_image=4,
-        rescale=None,
+        rescale=1 / 255,
+        offset=-0.5,
         seed=None,
         **kwargs,
     ):
+        if "temperature" in kwargs:
+            warnings.warn(
+                "AttentionSamplingModel: `temperature` is now called `logit_scale`.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            logit_scale = kwargs.pop("temperature")
         super().__init__(**kwargs)
-        if int(num_classes) <= 0 or int(scale) <= 0:
+        if isinstance(num_classes, bool) or int(num_classes) != num_classes:
             raise ValueError(
-                "AttentionSamplingModel: num_classes and scale must be positive, "
-                f"got num_classes={num_classes}, scale={scale}."
+                "AttentionSamplingModel: num_classes must be a positive int. "
+                f"Received: num_classes={num_classes!r}"
+            )
+        if num_classes <= 0:
+            raise ValueError(
+                "AttentionSamplingModel: num_classes must be positive. "
+                f"Received: num_classes={num_classes!r}"
             )
         self.num_classes = int(num_classes)
-        self.scale = int(scale)
-        self.n_patches = n_patches
-        self.patch_size = patch_size
-        self.replace = replace
-        self.padding = padding
-        self.inference_sampling = inference_sampling
-        self.temperature = temperature
-        self.attention_gradient = attention_gradient
-        self.rescale = rescale
-        self.seed = seed
+        policy = self.dtype_policy
         self.attention_network = attention_network or AttentionMap(
-            dtype=self.dtype_policy, name="attention_map"
+            dtype=policy, name="attention_map"
         )
         self.feature_network = feature_network or NormalizedFeature(
-            self.num_classes, dtype=self.dtype_policy, name="normalized_feature"
+            self.num_classes, dtype=policy, name="normalized_feature"
         )
         self.sampler = PatchSampler(
             n_patches,
@@ -135,83 +172,61 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             padding=padding,
             inference_sampling=inference_sampling,
             seed=seed,
-            dtype=self.dtype_policy,
+            dtype=policy,
             name="patch_sampler",
         )
         self.pool = WeightedLogitPool(
-            temperature,
+            logit_scale,
             attention_gradient=attention_gradient,
-            dtype=self.dtype_policy,
+            dtype=policy,
             name="weighted_logit_pool",
         )
-        self._init_policy(
-            reward, baseline, baseline_momentum, entropy_weight, samples_per_image
+        self.downsample = Downsample(scale, dtype=policy, name="downsample")
+        self.rescaling = keras.layers.Rescaling(
+            1.0 if rescale is None else rescale, offset, dtype=policy, name="rescaling"
         )
 
     def build(self, input_shape):
-        input_shape, view_shape = _split(input_shape)
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4:
+        image_shape, view_shape = _split(input_shape)
+        image_shape = tuple(image_shape)
+        if len(image_shape) != 4:
             raise ValueError(
                 "AttentionSamplingModel expects images of rank 4 (B, H, W, C), "
-                f"got shape {input_shape}."
+                f"got shape {image_shape}."
             )
         if view_shape is None:
-            low_shape = self._low_shape(input_shape)
-        else:
-            low_shape = tuple(view_shape)
-            if len(low_shape) != 4:
-                raise ValueError(
-                    "AttentionSamplingModel expects a view of rank 4 "
-                    f"(B, h, w, C), got shape {low_shape}."
-                )
+            view_shape = self.downsample.compute_output_shape(image_shape)
+        view_shape = tuple(view_shape)
+        if len(view_shape) != 4:
+            raise ValueError(
+                "AttentionSamplingModel expects a view of rank 4 (B, h, w, C), "
+                f"got shape {view_shape}."
+            )
         if not self.attention_network.built:
-            self.attention_network.build(low_shape)
-        map_shape = tuple(self.attention_network.compute_output_shape(low_shape))
+            self.attention_network.build(view_shape)
+        map_shape = tuple(self.attention_network.compute_output_shape(view_shape))
         if len(map_shape) != 3:
             raise ValueError(
                 "AttentionSamplingModel: the attention network must return "
                 f"(B, h, w) probabilities, it returns shape {map_shape}."
             )
-        self.sampler.build((map_shape, input_shape))
-        patch_shape = self.sampler.compute_output_shape((map_shape, input_shape))[0]
+        self.sampler.build((map_shape, image_shape))
+        patch_shape = self.sampler.compute_output_shape((map_shape, image_shape))[0]
         if not self.feature_network.built:
             self.feature_network.build(patch_shape)
-        feature_shape = self.feature_network.compute_output_shape(patch_shape)
+        feature_shape = tuple(self.feature_network.compute_output_shape(patch_shape))
+        if feature_shape[-1] != self.num_classes:
+            raise ValueError(
+                "AttentionSamplingModel: the feature network gives vectors of "
+                f"{feature_shape[-1]} values, not one per class "
+                f"(num_classes={self.num_classes})."
+            )
         self.pool.build((feature_shape, patch_shape[:2]))
         self.built = True
-
-    def _low_shape(self, input_shape):
-        batch, height, width, channels = input_shape
-        if height is not None and (height < self.scale or width < self.scale):
-            raise ValueError(
-                f"AttentionSamplingModel: images of {height}x{width} are smaller "
-                f"than the downsampling scale {self.scale}."
-            )
-        return (batch, height // self.scale, width // self.scale, channels)
-
-    def low_resolution(self, images, view=None):
-        """The view the attention network reads, rescaled.
-
-        `images` average-pooled by `scale` with `sampling.downsample`, which
-        never holds the whole image in float; or, when given, `view`, made
-        outside the step (an image pyramid level, a reduced decode), so the
-        step never reads every pixel.
-        """
-        if view is None:
-            low = sampling.downsample(images, self.scale, dtype=self.compute_dtype)
-        else:
-            low = ops.cast(view, self.compute_dtype)
-        if self.rescale is not None:
-            low = low * ops.cast(self.rescale, self.compute_dtype)
-        return low
 
     def attention_variables(self):
         """Trainable variables of the attention network."""
         return self.attention_network.trainable_variables
-
-    def sampler_replaces(self):
-        return self.replace
 
     def policy_forward(self, images, training=False, samples_per_image=1):
         """Runs the whole pipeline and returns every intermediate result.
@@ -222,9 +237,12 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
 
         Returns:
             Dict with `y_pred` `(B, classes)`, `log_attention` `(B, h, w)`,
-            `cells` `(B, N)` flat sampled cells, `positions` `(B, N, 2)`,
-            `sampled_attention` `(B, N)`, `patches` `(B, N, p, p, C)` and
-            `patch_logits` `(B, N, classes)` (the unit-norm feature vectors).
+            `cells` `(B, N)` flat sampled cells, `draw_log_probs` `(B, N)`
+            (their log-probabilities under the sampler's scheme),
+            `positions` `(B, N, 2)`, `sampled_attention` `(B, N)`, `patches`
+            `(B, N, p, p, C)` as cut from the images, before normalisation,
+            and `patch_logits` `(B, N, classes)` (the unit-norm feature
+            vectors).
         """
         return self(
             images,
@@ -235,19 +253,21 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
 
     def call(self, images, training=None, return_details=False, samples_per_image=1):
         images, view = _split(images)
-        low = self.low_resolution(images, view)
+        if view is None:
+            view = self.downsample(images)
+        view = self.rescaling(view)
         if isinstance(self.attention_network, AttentionMap):
             log_attention = self.attention_network(
-                low, training=training, return_log_probs=True
+                view, training=training, return_log_probs=True
             )
         else:
             log_attention = sampling.safe_log(
-                self.attention_network(low, training=training)
+                self.attention_network(view, training=training)
             )
         image_index = None
         if samples_per_image > 1:
-            # Repeat only the small map: the downsampling and the attention
-            # network run once per image, and the patches of every draw are
+            # Repeat only the small map: the view and the attention network
+            # are computed once per image, and the patches of every draw are
             # gathered from the one full-resolution copy.
             log_attention = ops.repeat(log_attention, samples_per_image, axis=0)
             image_index = ops.repeat(
@@ -257,9 +277,7 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         patches, sampled_attention, positions = self.sampler.extract(
             ops.exp(log_attention), images, cells, image_index=image_index
         )
-        if self.rescale is not None:
-            patches = patches * ops.cast(self.rescale, patches.dtype)
-        patch_logits = self.feature_network(patches, training=training)
+        patch_logits = self.feature_network(self.rescaling(patches), training=training)
         y_pred = self.pool([patch_logits, sampled_attention])
         if not return_details:
             return y_pred
@@ -267,6 +285,7 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             "y_pred": y_pred,
             "log_attention": log_attention,
             "cells": cells,
+            "draw_log_probs": self.sampler.draw_log_prob(log_attention, cells),
             "positions": positions,
             "sampled_attention": sampled_attention,
             "patches": patches,
@@ -289,21 +308,23 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
 
         Returns:
             Dict of numpy arrays: `probabilities` `(B, classes)`, `attention`
-            `(B, h, w)`, `positions` `(B, N, 2)` patch centres `(y, x)` in
-            pixels, `sampled_attention` `(B, N)`, `patch_logits`
-            `(B, N, classes)` and `patches` `(B, N, p, p, C)`.
+            `(B, h, w)`, `cells` `(B, N)`, `positions` `(B, N, 2)` patch
+            centres `(y, x)` in pixels, `sampled_attention` `(B, N)`,
+            `patch_logits` `(B, N, classes)` and `patches` `(B, N, p, p, C)`
+            as cut from the images (their dtype, before normalisation).
         """
         keys = (
             "y_pred",
             "log_attention",
+            "cells",
             "positions",
             "sampled_attention",
             "patch_logits",
             "patches",
         )
         parts = {key: [] for key in keys}
-        count = len(_split(images)[0])
-        for start in range(0, count, batch_size):
+        pixels = _split(images)[0]
+        for start in range(0, len(pixels), batch_size):
             window = slice(start, start + batch_size)
             if isinstance(images, dict):
                 batch = {k: ops.convert_to_tensor(v[window]) for k, v in images.items()}
@@ -315,6 +336,8 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         result = {key: np.concatenate(value) for key, value in parts.items()}
         result["probabilities"] = result.pop("y_pred")
         result["attention"] = np.exp(result.pop("log_attention"))
+        # Cut pixels are exact in the compute dtype; give them back as they were.
+        result["patches"] = result["patches"].astype(np.asarray(pixels[:1]).dtype)
         return result
 
     def get_config(self):
@@ -334,9 +357,10 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
                 "replace": self.replace,
                 "padding": self.padding,
                 "inference_sampling": self.inference_sampling,
-                "temperature": self.temperature,
+                "logit_scale": self.logit_scale,
                 "attention_gradient": self.attention_gradient,
                 "rescale": self.rescale,
+                "offset": self.offset,
                 "seed": self.seed,
                 **self._policy_config(),
             }
@@ -349,6 +373,12 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         for key in ("attention_network", "feature_network"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
+        if "offset" not in config:
+            # Saved by release 0.1, whose only normalisation was `rescale`
+            # (None for none).
+            config["offset"] = 0.0
+            if config.get("rescale") is None:
+                config["rescale"] = 1.0
         return cls(**config)
 
 

@@ -1,3 +1,5 @@
+"""Per-backend gradient plumbing: differentiate `policy_step`, apply the gradients."""
+
 import jax
 import keras
 

@@ -1,4 +1,4 @@
-"""How the attention learns: the entropy-regularised REINFORCE surrogate.
+"""The REINFORCE estimator: rewards, the attention's entropy and the surrogate.
 
 Sampling a patch is not differentiable, so the attention network is trained
 with the score-function (REINFORCE) estimator. For an image with classification
@@ -11,7 +11,10 @@ surrogate below with autodiff yields exactly that estimate (with the reward
 `r` in place of `-L`), plus the gradient of the entropy regulariser.
 
 These are pure `keras.ops` functions: every backend's `train_step` calls the
-same ones, so the maths is written once.
+same ones (through `PolicyGradientMixin.policy_step`), so the maths is written
+once. The log-probability of a draw comes from the sampler that drew it
+(`PatchSampler.draw_log_prob`), so it always matches how the cells were
+sampled.
 """
 
 from keras import ops
@@ -66,11 +69,11 @@ def policy_surrogate(draw_log_probs, rewards, baseline, log_probs, entropy_weigh
     `-(r - b) * sum_n log p(s_n) + entropy_weight * sum a log a`. The advantage
     `r - b` is a constant to autodiff. The second term is the negative entropy,
     so minimising it with a positive weight keeps the attention spread out
-    (exploration); it is the seed's regulariser.
+    (exploration); it is the reference notebook's regulariser.
 
     Args:
         draw_log_probs: float32 `(B, N)` log-probability of each draw (see
-            `sampling.draw_log_prob`).
+            `PatchSampler.draw_log_prob`).
         rewards: float32 `(B,)`.
         baseline: float32 scalar or `(B,)`.
         log_probs: float32 `(B, h, w)` or `(B, K)` full attention log-probs.

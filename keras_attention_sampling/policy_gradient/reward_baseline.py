@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from keras_attention_sampling.policy_gradient import BASELINES
+from keras_attention_sampling.policy_gradient.reinforce import BASELINES
 
 
 @keras.saving.register_keras_serializable(package="keras_attention_sampling")
@@ -12,7 +12,7 @@ class RewardBaseline(keras.layers.Layer):
     it, as long as it does not depend on the draw it is subtracted from.
 
     Args:
-        mode: `"mean"`, the batch's mean reward (the seed's choice);
+        mode: `"mean"`, the batch's mean reward (the reference notebook's);
             `"leave_one_out"`, for each draw the mean reward of the other
             draws of the same image (needs `samples_per_image > 1`; it
             removes how hard the image is from the reward, leaving only how
@@ -39,14 +39,6 @@ class RewardBaseline(keras.layers.Layer):
 
     def __init__(self, mode="mean", momentum=0.9, **kwargs):
         super().__init__(**kwargs)
-        if mode not in BASELINES:
-            raise ValueError(
-                f"RewardBaseline: mode must be one of {BASELINES}, got {mode!r}."
-            )
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(
-                f"RewardBaseline: momentum must be in [0, 1), got {momentum}."
-            )
         self.mode = mode
         self.momentum = momentum
         self.moving_reward = self.add_weight(
@@ -63,6 +55,21 @@ class RewardBaseline(keras.layers.Layer):
             name="updates",
             dtype="float32",
         )
+
+    def __setattr__(self, name, value):
+        # One check for the constructor and for later writes (the model's
+        # `baseline` and `baseline_momentum` properties write here).
+        if name == "mode" and value not in BASELINES:
+            raise ValueError(
+                f"RewardBaseline: mode must be one of {BASELINES}. Received: "
+                f"mode={value!r}"
+            )
+        if name == "momentum" and not 0.0 <= value < 1.0:
+            raise ValueError(
+                f"RewardBaseline: momentum must be in [0, 1). Received: "
+                f"momentum={value!r}"
+            )
+        super().__setattr__(name, value)
 
     def call(self, rewards, training=None, samples_per_image=1):
         rewards = ops.cast(rewards, "float32")

@@ -1,23 +1,21 @@
+"""The training step of attention sampling, written once for every backend."""
+
 import importlib
+import inspect
 
 import keras
 from keras import ops
 
-from keras_attention_sampling import policy_gradient, sampling
-from keras_attention_sampling.layers.patch_sampler import PatchSampler
-from keras_attention_sampling.layers.reward_baseline import RewardBaseline
-
-POLICY_ARGUMENTS = (
-    "reward",
-    "baseline",
-    "baseline_momentum",
-    "entropy_weight",
-    "samples_per_image",
+from keras_attention_sampling._layer_setting import (
+    LayerSetting,
+    drop_compiled_functions,
 )
+from keras_attention_sampling.policy_gradient import reinforce
+from keras_attention_sampling.policy_gradient.reward_baseline import RewardBaseline
 
 
 def default_attention_optimizer():
-    """The seed's attention optimiser: Adam 1e-3 with first-moment decay 0.999."""
+    """The reference notebook's attention optimiser: Adam 1e-3, `beta_1=0.999`."""
     return keras.optimizers.Adam(learning_rate=1e-3, beta_1=0.999)
 
 
@@ -64,9 +62,10 @@ class PolicyGradientMixin:
     """Training by cross-entropy plus the entropy-regularised policy gradient.
 
     Mixed into a `keras.Model` whose forward pass samples patches from an
-    attention map. The subclass provides
-    `policy_forward(x, training, samples_per_image)`, returning a dict with
-    `y_pred`, `log_attention` `(B, h, w)` and `cells` `(B, N)`, and
+    attention map (`AttentionSamplingModel`, `PolicyGradientModel`). The model
+    provides `policy_forward(x, training, samples_per_image)`, returning a
+    dict with `y_pred`, `log_attention` `(B, h, w)` and `draw_log_probs`
+    `(B, N)` (from the sampler that drew the cells), and
     `attention_variables()`.
 
     One total loss is differentiated: the mean classification loss (which
@@ -75,37 +74,87 @@ class PolicyGradientMixin:
     attention network). A `keras.optimizers.MultiOptimizer` then applies each
     variable's gradient with its own optimiser, so checkpoints carry both
     optimisers' state. Only the gradient plumbing differs per backend
-    (`keras_attention_sampling/trainers/`).
+    (`_tensorflow.py`, `_jax.py` and `_torch.py` beside this module).
+
+    These keyword arguments are the policy gradient's settings, written here
+    once for both models:
+
+    Args:
+        *args: the model's own positional arguments.
+        reward: `"bounded"` gives `exp(-L)` (the reference notebook's),
+            `"negative_loss"` gives `-L`.
+        baseline: `"mean"` (batch mean, the reference notebook's),
+            `"leave_one_out"`, `"moving_average"` or `"none"`; see
+            `RewardBaseline`, which owns it.
+        baseline_momentum: decay of the moving-average baseline.
+        entropy_weight: weight `lambda` of the entropy regulariser.
+        samples_per_image: independent draws of patches per image in a
+            training batch (the reference notebook's 4).
+        **kwargs: the model's other arguments.
     """
 
-    def _init_policy(
+    def __init__(
         self,
+        *args,
         reward="bounded",
         baseline="mean",
         baseline_momentum=0.9,
         entropy_weight=0.05,
         samples_per_image=4,
+        **kwargs,
     ):
-        if reward not in policy_gradient.REWARDS:
-            raise ValueError(
-                f"{type(self).__name__}: reward must be one of "
-                f"{policy_gradient.REWARDS}, got {reward!r}."
-            )
-        if int(samples_per_image) < 1:
-            raise ValueError(
-                f"{type(self).__name__}: samples_per_image must be >= 1, got "
-                f"{samples_per_image}."
-            )
+        super().__init__(*args, **kwargs)
         self.reward = reward
-        self.baseline = baseline
-        self.baseline_momentum = baseline_momentum
         self.entropy_weight = entropy_weight
-        self.samples_per_image = int(samples_per_image)
+        self.samples_per_image = samples_per_image
         self.reward_baseline = RewardBaseline(
             baseline, baseline_momentum, name="reward_baseline"
         )
         self.entropy_tracker = keras.metrics.Mean(name="entropy")
         self.reward_tracker = keras.metrics.Mean(name="reward")
+
+    baseline = LayerSetting("reward_baseline", "mode")
+    baseline_momentum = LayerSetting("reward_baseline", "momentum")
+
+    @property
+    def reward(self):
+        """The reward, `"bounded"` or `"negative_loss"`."""
+        return self._reward
+
+    @reward.setter
+    def reward(self, value):
+        if value not in reinforce.REWARDS:
+            raise ValueError(
+                f"{type(self).__name__}: reward must be one of "
+                f"{reinforce.REWARDS}. Received: reward={value!r}"
+            )
+        self._reward = value
+        drop_compiled_functions(self)
+
+    @property
+    def entropy_weight(self):
+        """Weight of the entropy regulariser."""
+        return self._entropy_weight
+
+    @entropy_weight.setter
+    def entropy_weight(self, value):
+        self._entropy_weight = float(value)
+        drop_compiled_functions(self)
+
+    @property
+    def samples_per_image(self):
+        """Independent draws per image in a training batch."""
+        return self._samples_per_image
+
+    @samples_per_image.setter
+    def samples_per_image(self, value):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(
+                f"{type(self).__name__}: samples_per_image must be >= 1. "
+                f"Received: samples_per_image={value!r}"
+            )
+        self._samples_per_image = int(value)
+        drop_compiled_functions(self)
 
     def _policy_config(self):
         return {name: getattr(self, name) for name in POLICY_ARGUMENTS}
@@ -126,7 +175,7 @@ class PolicyGradientMixin:
             optimizer: optimiser of the feature network and the pool (default
                 Adam 1e-3).
             attention_optimizer: optimiser of the attention network (default
-                Adam 1e-3 with `beta_1=0.999`, as in the seed).
+                Adam 1e-3 with `beta_1=0.999`, as in the reference notebook).
             loss: classification loss; it must give one value per image. Its
                 per-image values are also the (negative) rewards.
             metrics: compiled metrics, as in `keras.Model.compile`.
@@ -206,7 +255,7 @@ class PolicyGradientMixin:
         # prediction and the policy gradient; `policy_forward` makes them.
         k = self.samples_per_image if training else 1
         if k > 1:
-            y, sample_weight = _repeat((y, sample_weight), k)
+            y, sample_weight = repeat_batch((y, sample_weight), k)
         outputs = self.policy_forward(x, training=training, samples_per_image=k)
         y_pred = outputs["y_pred"]
         log_attention = outputs["log_attention"]
@@ -218,14 +267,14 @@ class PolicyGradientMixin:
             weights = ops.reshape(ops.cast(sample_weight, "float32"), (batch,))
         classification = ops.sum(per_image * weights) / ops.cast(batch, "float32")
 
-        rewards = policy_gradient.reward_from_loss(per_image, self.reward)
+        rewards = reinforce.reward_from_loss(per_image, self.reward)
         baseline = self.reward_baseline(rewards, training=training, samples_per_image=k)
-        flat_log_attention = ops.reshape(log_attention, (batch, -1))
-        draw_log_probs = sampling.draw_log_prob(
-            flat_log_attention, outputs["cells"], replace=self.sampler_replaces()
-        )
-        surrogate = policy_gradient.policy_surrogate(
-            draw_log_probs, rewards, baseline, log_attention, self.entropy_weight
+        surrogate = reinforce.policy_surrogate(
+            outputs["draw_log_probs"],
+            rewards,
+            baseline,
+            log_attention,
+            self.entropy_weight,
         )
         attention_loss = ops.sum(surrogate * weights) / ops.cast(batch, "float32")
         total = classification + attention_loss
@@ -233,9 +282,7 @@ class PolicyGradientMixin:
             total = total + sum(self.losses)
 
         self._loss_tracker.update_state(classification, sample_weight=batch)
-        self.entropy_tracker.update_state(
-            policy_gradient.attention_entropy(log_attention)
-        )
+        self.entropy_tracker.update_state(reinforce.attention_entropy(log_attention))
         self.reward_tracker.update_state(rewards)
         self.compute_metrics(x, y, y_pred, sample_weight)
         return total
@@ -247,7 +294,19 @@ class PolicyGradientMixin:
         return _backend_trainer().test_step(self, *args)
 
 
-def _repeat(structure, k):
+# The policy gradient's settings, as `get_config` stores them: the mixin's
+# keyword-only arguments.
+POLICY_ARGUMENTS = tuple(
+    name
+    for name, parameter in inspect.signature(
+        PolicyGradientMixin.__init__
+    ).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def repeat_batch(structure, k):
+    """Every tensor of `structure` repeated `k` times along the batch, copies adjacent."""
     return keras.tree.map_structure(
         lambda t: None if t is None else ops.repeat(t, k, axis=0), structure
     )
@@ -256,126 +315,11 @@ def _repeat(structure, k):
 def _backend_trainer():
     backend = keras.backend.backend()
     try:
-        return importlib.import_module(f"keras_attention_sampling.trainers._{backend}")
+        return importlib.import_module(
+            f"keras_attention_sampling.policy_gradient._{backend}"
+        )
     except ModuleNotFoundError as error:
         raise NotImplementedError(
             f"keras_attention_sampling has no policy-gradient train_step for the "
             f"{backend!r} backend; use tensorflow, jax or torch."
         ) from error
-
-
-class _Unsaved:
-    # Holds an object without letting Keras track (and save) it twice.
-    def __init__(self, value):
-        self.value = value
-
-
-@keras.saving.register_keras_serializable(package="keras_attention_sampling")
-class PolicyGradientModel(PolicyGradientMixin, keras.Model):
-    """A functional model of the package's layers, trained by policy gradient.
-
-    Wire `AttentionMap`, `PatchSampler`, `NormalizedFeature` and
-    `WeightedLogitPool` (or your own parts around them) into a functional
-    graph, then build this model from its inputs and outputs. It finds the
-    model's single `PatchSampler` and trains the network that produced its
-    attention input with the same entropy-regularised REINFORCE as
-    `AttentionSamplingModel`; everything else is trained by the compiled loss.
-
-    Args:
-        inputs: the functional inputs (the full-resolution images).
-        outputs: the prediction, a `(B, classes)` tensor.
-        reward: `"bounded"` (`exp(-L)`, default) or `"negative_loss"`.
-        baseline: `"mean"`, `"leave_one_out"`, `"moving_average"` or `"none"`.
-        baseline_momentum: decay of the moving-average baseline.
-        entropy_weight: weight of the entropy regulariser.
-        samples_per_image: independent draws per image in a training batch.
-        **kwargs: `keras.Model` arguments (`name`, ...).
-
-    Returns:
-        A `keras.Model`; `compile` takes an extra `attention_optimizer`.
-
-    Raises:
-        ValueError: if the graph has no `PatchSampler`, or more than one.
-
-    Examples:
-        >>> import keras, numpy as np
-        >>> import keras_attention_sampling as kas
-        >>> images = keras.Input((64, 64, 3))
-        >>> low = keras.layers.AveragePooling2D(8)(images)
-        >>> attention = kas.AttentionMap(blocks=1)(low)
-        >>> patches, weights, _ = kas.PatchSampler(2, 16, seed=1)([attention, images])
-        >>> features = kas.NormalizedFeature(3)(patches)
-        >>> outputs = kas.WeightedLogitPool(3.0)([features, weights])
-        >>> model = kas.PolicyGradientModel(images, outputs, samples_per_image=2)
-        >>> model.compile(metrics=["accuracy"])
-        >>> x = np.random.rand(4, 64, 64, 3).astype("float32")
-        >>> history = model.fit(x, np.array([0, 1, 2, 0]), epochs=1, verbose=0)
-        >>> sorted(history.history)
-        ['accuracy', 'entropy', 'loss', 'reward']
-    """
-
-    def __init__(
-        self,
-        inputs,
-        outputs,
-        reward="bounded",
-        baseline="mean",
-        baseline_momentum=0.9,
-        entropy_weight=0.05,
-        samples_per_image=4,
-        **kwargs,
-    ):
-        super().__init__(inputs, outputs, **kwargs)
-        samplers = [layer for layer in self.layers if isinstance(layer, PatchSampler)]
-        if len(samplers) != 1:
-            raise ValueError(
-                "PolicyGradientModel needs exactly one PatchSampler in its graph, "
-                f"found {len(samplers)}."
-            )
-        sampler = samplers[0]
-        attention, images = sampler.input
-        positions = sampler.output[2]
-        self._sampler = _Unsaved(sampler)
-        self._map_shape = tuple(attention.shape[1:3])
-        self._image_shape = tuple(images.shape[1:3])
-        prediction = self.outputs[0]
-        self._policy_view = _Unsaved(
-            keras.Model(self.inputs, [prediction, attention, positions])
-        )
-        self._attention_network = _Unsaved(keras.Model(self.inputs, attention))
-        self._init_policy(
-            reward, baseline, baseline_momentum, entropy_weight, samples_per_image
-        )
-
-    def attention_variables(self):
-        """Trainable variables of the network that produces the attention."""
-        return self._attention_network.value.trainable_variables
-
-    def sampler_replaces(self):
-        return self._sampler.value.replace
-
-    def policy_forward(self, x, training=False, samples_per_image=1):
-        if samples_per_image > 1:
-            # The graph is the user's, so the whole input is repeated.
-            x = _repeat(x, samples_per_image)
-        y_pred, attention, positions = self._policy_view.value(x, training=training)
-        cells = sampling.centres_to_cells(positions, self._map_shape, self._image_shape)
-        return {
-            "y_pred": y_pred,
-            "log_attention": sampling.safe_log(attention),
-            "cells": cells,
-        }
-
-    def get_config(self):
-        # Keras serialises the graph only for plain functional constructors,
-        # so the graph is described by a plain functional model over it.
-        config = keras.Model(self.inputs, self.outputs, name=self.name).get_config()
-        config.update(self._policy_config())
-        return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        policy = {key: config.pop(key) for key in POLICY_ARGUMENTS if key in config}
-        graph = keras.Model.from_config(config, custom_objects=custom_objects)
-        return cls(graph.inputs, graph.outputs, name=graph.name, **policy)
