@@ -1,9 +1,10 @@
 """A small layer-test helper in the spirit of keras-hub's `run_layer_test`.
 
 `keras.testing` is not public, so the package keeps its own: every layer is
-checked for config and JSON round-trips, a `.keras` save/load inside a
-functional model, output shapes against `compute_output_shape`, one `fit`
-step and mixed precision.
+checked for output shapes against `compute_output_shape` and a symbolic call
+on `keras.Input`, its weight counts, config and JSON round-trips, a `.keras`
+save/load inside a functional model, one `fit` step, and its documented
+output dtypes under `mixed_float16` and `mixed_bfloat16`.
 """
 
 import json
@@ -38,6 +39,32 @@ def _numpy(value):
     return [keras.ops.convert_to_numpy(v) for v in _as_list(value)]
 
 
+def gradient(function, value):
+    """d sum(function(value)) / d value, with the active backend's autodiff
+    (zeros where the output does not depend on the value)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        value = tf.Variable(value)
+        with tf.GradientTape() as tape:
+            out = tf.reduce_sum(function(value))
+        zero = tf.UnconnectedGradients.ZERO
+        return tape.gradient(out, value, unconnected_gradients=zero).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: function(v).sum())(value))
+    import torch
+
+    value = torch.tensor(value, requires_grad=True)
+    out = function(value).sum()
+    if not out.requires_grad:
+        return np.zeros(value.shape, np.float32)
+    out.backward()
+    return value.grad.numpy()
+
+
 def run_layer_test(
     layer_cls,
     init_kwargs,
@@ -47,7 +74,9 @@ def run_layer_test(
     call_kwargs=None,
     deterministic=True,
     trainable=True,
-    mixed_precision=True,
+    expected_num_trainable_weights=None,
+    expected_num_non_trainable_weights=None,
+    output_dtypes=None,
 ):
     """Runs the shared checks on `layer_cls(**init_kwargs)`.
 
@@ -60,7 +89,12 @@ def run_layer_test(
         call_kwargs: extra call arguments.
         deterministic: compare outputs before and after save/load.
         trainable: run one `fit` step and check that weights move.
-        mixed_precision: check the layer under `mixed_bfloat16`.
+        expected_num_trainable_weights: checked once the layer is built.
+        expected_num_non_trainable_weights: likewise.
+        output_dtypes: the documented dtype of each output under a mixed
+            policy: `"float32"`, or `"compute"` for the policy's compute
+            dtype. Checked under `mixed_float16` and `mixed_bfloat16`; None
+            skips the check.
     """
     call_kwargs = call_kwargs or {}
     layer = layer_cls(**init_kwargs)
@@ -79,6 +113,25 @@ def run_layer_test(
     )
     computed = computed if isinstance(expected_output_shape, list) else [computed]
     assert [tuple(c) for c in computed] == expected, (computed, expected)
+
+    if expected_num_trainable_weights is not None:
+        assert len(layer.trainable_weights) == expected_num_trainable_weights
+    if expected_num_non_trainable_weights is not None:
+        assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights
+
+    # A symbolic call on keras.Input gives the same shapes, batch left open.
+    symbolic_inputs = [
+        keras.Input(shape[1:], dtype=np.asarray(d).dtype.name)
+        for shape, d in zip(input_shapes, _as_list(input_data))
+    ]
+    symbolic = layer_cls(**init_kwargs)(
+        symbolic_inputs if isinstance(input_data, list) else symbolic_inputs[0],
+        **call_kwargs,
+    )
+    symbolic_shapes = [tuple(o.shape) for o in _as_list(symbolic)]
+    assert symbolic_shapes == [(None, *shape[1:]) for shape in expected], (
+        symbolic_shapes
+    )
 
     # Every constructor argument must come back from the config.
     config = layer.get_config()
@@ -124,13 +177,18 @@ def run_layer_test(
         ]
         assert any(moved), f"{layer_cls.__name__}: one fit step changed no weight"
 
-    if mixed_precision:
-        mixed = layer_cls(**init_kwargs, dtype="mixed_bfloat16")
+    for policy in ("mixed_float16", "mixed_bfloat16") if output_dtypes else ():
+        mixed = layer_cls(**init_kwargs, dtype=policy)
         mixed_output = _as_list(mixed(input_data, **call_kwargs))
-        for value in mixed_output:
-            assert np.all(
-                np.isfinite(
-                    keras.ops.convert_to_numpy(keras.ops.cast(value, "float32"))
-                )
+        assert len(mixed_output) == len(output_dtypes)
+        for value, documented in zip(mixed_output, output_dtypes):
+            expected_dtype = (
+                mixed.compute_dtype if documented == "compute" else documented
             )
+            assert keras.backend.standardize_dtype(value.dtype) == expected_dtype, (
+                f"{layer_cls.__name__} under {policy}: output dtype {value.dtype}, "
+                f"documented {expected_dtype}"
+            )
+            as_float = keras.ops.convert_to_numpy(keras.ops.cast(value, "float32"))
+            assert np.all(np.isfinite(as_float))
     return layer

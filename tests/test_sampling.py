@@ -35,16 +35,25 @@ def _chi_square_p_value(counts, probabilities):
     return stats.chisquare(counts, expected).pvalue
 
 
-@pytest.mark.parametrize("replace", [True])
+@pytest.mark.parametrize("replace", [True, False])
 def test_sample_frequencies_match_attention(rng, replace):
     probabilities = rng.dirichlet(np.ones(12)).astype("float32")
-    log_probs = np.log(probabilities)[None].repeat(50, axis=0)
     seed = keras.random.SeedGenerator(3)
-    cells = ops.convert_to_numpy(
-        sampling.sample_cells(log_probs, 100, replace=replace, seed=seed)
-    )
-    counts = np.bincount(cells.ravel(), minlength=12)
-    assert _chi_square_p_value(counts, probabilities) > 1e-3
+    if replace:
+        # Every draw is a categorical sample of the map.
+        log_probs = np.log(probabilities)[None].repeat(50, axis=0)
+        cells = sampling.sample_cells(log_probs, 100, replace=True, seed=seed)
+        draws, expected = ops.convert_to_numpy(cells).ravel(), probabilities
+    else:
+        # The second Gumbel-top-k draw comes from what the first left:
+        # P(s_2 = j) = sum_{i != j} a_i a_j / (1 - a_i).
+        log_probs = np.log(probabilities)[None].repeat(5000, axis=0)
+        cells = sampling.sample_cells(log_probs, 2, replace=False, seed=seed)
+        draws = ops.convert_to_numpy(cells)[:, 1]
+        p = probabilities.astype("float64")
+        expected = p * ((p / (1 - p)).sum() - p / (1 - p))
+    counts = np.bincount(draws, minlength=12)
+    assert _chi_square_p_value(counts, expected) > 1e-3
 
 
 def test_first_draw_without_replacement_follows_attention(rng):
