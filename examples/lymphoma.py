@@ -173,6 +173,7 @@ def train(model, sequences, args, run_dir, callbacks=()):
         validation_data=sequences["val"],
         epochs=args.epochs,
         callbacks=[
+            *callbacks,  # first, so that the CSV log sees what they add
             keras.callbacks.BackupAndRestore(
                 os.path.join(run_dir, "backup"), delete_checkpoint=False
             ),
@@ -182,7 +183,6 @@ def train(model, sequences, args, run_dir, callbacks=()):
             keras.callbacks.CSVLogger(
                 os.path.join(run_dir, "history.csv"), append=True
             ),
-            *callbacks,
         ],
         # A progress bar on a terminal, one line per epoch in a log.
         verbose=args.verbose if args.verbose is not None else 2 - sys.stdout.isatty(),

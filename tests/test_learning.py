@@ -44,7 +44,7 @@ def train(frozen_attention, epochs=4):
     x, y, _ = square_task(1024, seed=0)
     attention = kas.AttentionMap()
     # The leave-one-out baseline and a first-moment decay of 0.9 make this
-    # reliable across seeds and backends; with the seed's batch-mean
+    # reliable across seeds and backends; with the reference notebook's batch-mean
     # baseline and beta_1=0.999 some initialisations stay at chance for
     # several epochs (see the closing notes of the core issue).
     model = kas.AttentionSamplingModel(

@@ -143,6 +143,10 @@ def test_resume_continues_instead_of_restarting(resumed_run):
     # the epoch-1 checkpoint was not rewritten.
     rows = _csv_rows(os.path.join(run_dir, "history.csv"))
     assert [row["epoch"] for row in rows] == ["0", "1"]
+    # Each epoch's wall time is logged, and the run's time sums them.
+    assert all(float(row["seconds"]) > 0 for row in rows)
+    seconds = sum(float(row["seconds"]) for row in rows)
+    assert resumed_run["second"][0]["train_seconds"] == pytest.approx(seconds)
     checkpoint = os.path.join(run_dir, "checkpoints", "epoch-001.keras")
     assert os.stat(checkpoint).st_mtime_ns == resumed_run["checkpoint_mtime"]
     assert os.path.exists(os.path.join(run_dir, "checkpoints", "epoch-002.keras"))

@@ -384,3 +384,56 @@ def test_surrogate_gradient_is_the_score_function_estimate(rng, replace):
             -(rewards[b] - baseline) * score + entropy_weight * neg_entropy_grad
         )
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_each_setting_has_one_owner(tmp_path, data):
+    x, y = data
+    model = small_model(baseline="moving_average")
+    # The model's attributes are its layers' settings, read and written there.
+    owners = {
+        "scale": (model.downsample, "scale"),
+        "n_patches": (model.sampler, "n_patches"),
+        "replace": (model.sampler, "replace"),
+        "inference_sampling": (model.sampler, "inference_sampling"),
+        "logit_scale": (model.pool, "logit_scale"),
+        "rescale": (model.rescaling, "scale"),
+        "baseline": (model.reward_baseline, "mode"),
+    }
+    for name, (layer, attribute) in owners.items():
+        assert getattr(model, name) == getattr(layer, attribute), name
+    model.replace = False
+    assert model.sampler.replace is False
+    model.baseline = "leave_one_out"
+    assert model.reward_baseline.mode == "leave_one_out"
+    assert model.get_config()["baseline"] == "leave_one_out"
+    with pytest.raises(ValueError, match="PatchSampler: inference_sampling"):
+        model.inference_sampling = "argmax"
+    with pytest.raises(ValueError, match="RewardBaseline: mode"):
+        model.baseline = "median"
+    with pytest.raises(AttributeError, match="fixed at construction"):
+        model.seed = 3
+    # The policy gradient uses the log-probability of the sampler's own scheme.
+    log_probs = np.log(np.full((1, 4, 4), 1 / 16, "float32"))
+    cells = np.array([[0, 1]], "int32")
+    without = ops.convert_to_numpy(model.sampler.draw_log_prob(log_probs, cells))
+    np.testing.assert_allclose(without, [[np.log(1 / 16), np.log(1 / 15)]], rtol=1e-5)
+
+
+def test_inference_sampling_written_on_a_loaded_model_takes_effect(tmp_path, data):
+    x, y = data
+    model = small_model()
+    model.compile()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    # Sampled predictions differ from call to call...
+    first, second = (loaded.predict(x, verbose=0) for _ in range(2))
+    assert not np.allclose(first, second)
+    # ...until the setting is written through the model, with no rebuild,
+    # even though predict has already been compiled.
+    loaded.inference_sampling = "top_k"
+    first, second = (loaded.predict(x, verbose=0) for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    loaded.n_patches = 5
+    assert loaded.explain(x[:2])["positions"].shape == (2, 5, 2)
