@@ -1,46 +1,61 @@
 """Shared helpers of the benchmark scripts (not a test suite).
 
+- `add_output_arguments(parser, section)`: the options every script has
+  (`--section`, `--results`, `--doc`, `--no-doc`, `--report-only`).
+- `Results`: a section's measurements, kept in one JSON file,
+  `examples/benchmarks/results/<section>.json` (committed data): the machine
+  record, the commands that measured them, the settings the section's text
+  quotes, and one record per measured configuration. A run merges the
+  configurations it re-measures into the file and saves it after each one;
+  the section of `docs/benchmarks.md` is rendered from the file, and
+  `--report-only` renders it again without measuring.
+- `run_worker(args)`: runs a measurement in a fresh process. The worker
+  writes what it measured to the JSON file named by `--result PATH`
+  (`write_json`, after each phase, so a killed worker still leaves what it
+  measured); the parent kills it past a memory limit or a timeout.
 - `machine_info()` / `machine_block()`: what the numbers were measured on.
 - `update_section(name, text)`: rewrites the part of `docs/benchmarks.md`
-  between `<!-- name:start -->` and `<!-- name:end -->`, creating the file (with
-  a short header) or the section (at the end; `summary-*` sections inside the
-  summary block) when missing.
-- timing (`time_call`), memory (`reset_peak_rss`, `peak_rss_mb`, `rss_mb`) and
-  subprocess (`run_worker`) helpers.
+  between `<!-- name:start -->` and `<!-- name:end -->` (appending the section
+  when missing, creating the file with a short header when missing).
+- timing (`time_call`), memory (`rss_mb`, `PeakRSS`, `device_memory_mb`) and
+  formatting (`format_seconds`, `markdown_table`, `print_table`).
 
-Memory: Linux keeps the peak resident set size of a process in `VmHWM`
-(`/proc/self/status`); writing `5` to `/proc/self/clear_refs` resets it, so
-the peak of one phase (e.g. a training step) can be read exactly without a
-sampling thread. Where that is not possible, `ru_maxrss` (peak since start)
-is used and the fact is reported.
+Memory is read with psutil. A phase's peak RSS is sampled (`PeakRSS`, every
+`PEAK_INTERVAL_S` seconds in a thread), so a spike shorter than that can be
+missed.
 """
 
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import psutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
 DOC = os.path.join(ROOT, "docs", "benchmarks.md")
-IMAGES = os.path.join(ROOT, "docs", "images", "benchmarks")
+RESULTS = os.path.join(HERE, "results")
+PEAK_INTERVAL_S = 0.005
+PEAK_TEXT = (
+    "peak RSS sampled every 5 ms with psutil, so a spike shorter than that can "
+    "be missed"
+)
 
 HEADER = """# Benchmarks
 
 Measured by the scripts in `examples/benchmarks/` (they are not tests). Each
-section below is rewritten by the script named in it, with the machine it ran
-on and the date; run e.g. `python examples/benchmarks/cost.py` to refresh one.
-Sections marked (GPU) ran on one NVIDIA H200 (`--section cost-gpu` /
-`scaling-gpu`); the others on a small 2-core CPU machine. Compare timings as
-ratios within one table, not across tables or machines.
-
-## Summary
-
-<!-- summary:start -->
-<!-- summary:end -->
+section below is rendered by the script named in it from its measurements in
+`examples/benchmarks/results/<section>.json`; `--report-only` renders it again
+without measuring.
 """
 
 
@@ -48,166 +63,231 @@ ratios within one table, not across tables or machines.
 
 
 def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    if sys.platform.startswith("linux"):
+        # psutil has no CPU model; /proc/cpuinfo has it on Linux.
+        try:
+            with open("/proc/cpuinfo") as handle:
+                for line in handle:
+                    if line.startswith("model name"):
+                        return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
     return platform.processor() or "unknown"
+
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def rank(value, order):
+    """Position of `value` in `order` (after all of them if absent), to sort rows."""
+    return order.index(value) if value in order else len(order)
 
 
 def usable_cores():
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count()
+        return len(psutil.Process().cpu_affinity())
+    except (AttributeError, psutil.Error):  # no cpu_affinity on macOS
+        return psutil.cpu_count()
 
 
-def total_memory_gb():
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemTotal"):
-                    return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return float("nan")
-
-
-def backend_version(backend):
-    try:
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            return tf.__version__
-        if backend == "jax":
-            import jax
-
-            return jax.__version__
-        if backend == "torch":
-            import torch
-
-            return torch.__version__
-    except ImportError:
-        return "not installed"
-    return "?"
+def package_version(backend):
+    """Installed version of a backend's package, without importing it."""
+    names = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "jax": ("jax",)}
+    for name in names.get(backend, (backend,)):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "not installed"
 
 
 def accelerator():
     """Name and memory of the first NVIDIA GPU, or None (from `nvidia-smi`)."""
     try:
-        out = (
-            subprocess.run(
-                [
-                    "nvidia-smi",
-                    "--query-gpu=name,memory.total",
-                    "--format=csv,noheader",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-            .stdout.strip()
-            .splitlines()
-        )
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return None
     return out[0].strip() if out else None
 
 
-def device_memory_mb():
-    """`(in use, peak)` MB of accelerator memory for the current backend, or None.
-
-    JAX: its allocator's `bytes_in_use` / `peak_bytes_in_use` (the peak cannot
-    be reset, so measure in a fresh process); torch: `memory_allocated` /
-    `max_memory_allocated`. None on a CPU.
-    """
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        device = jax.devices()[0]
-        if device.platform != "gpu":
-            return None
-        stats = device.memory_stats()
-        return stats["bytes_in_use"] / 2**20, stats["peak_bytes_in_use"] / 2**20
-    if backend == "torch":
-        import torch
-
-        if not torch.cuda.is_available():
-            return None
-        torch.cuda.synchronize()
-        return (
-            torch.cuda.memory_allocated() / 2**20,
-            torch.cuda.max_memory_allocated() / 2**20,
-        )
-    return None
-
-
-def machine_info(backends=None):
+def machine_info(backends):
     """Dict describing the machine and the software versions."""
-    import keras
-
-    if backends is None:
-        backends = [keras.backend.backend()]
     return {
         "cpu": cpu_model(),
         "cores": usable_cores(),
-        "memory_gb": round(total_memory_gb(), 1),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
-        "keras": keras.__version__,
-        "backends": {b: backend_version(b) for b in backends},
+        "keras": package_version("keras"),
+        "backends": {b: package_version(b) for b in backends},
         "date": datetime.date.today().isoformat(),
         "accelerator": accelerator(),
     }
 
 
-def machine_block(info=None, backends=None, note=None):
-    """Markdown lines describing `machine_info()`."""
-    info = info or machine_info(backends)
+def machine_block(info):
+    """Markdown line describing a `machine_info()` record."""
     versions = ", ".join(f"{k} {v}" for k, v in info["backends"].items())
     host = f"{info['cpu']} ({info['cores']} cores, {info['memory_gb']} GB RAM"
     if info.get("accelerator"):
         where = f"{info['accelerator']}, host {host})"
     else:
         where = f"{host}, shared with other jobs)"
-    text = (
+    return (
         f"*Measured {info['date']} on {where}, python {info['python']}, "
         f"keras {info['keras']}, {versions}.*"
     )
-    if note:
-        text += f" *{note}*"
-    return text
+
+
+# -- results ---------------------------------------------------------------
+
+
+def add_output_arguments(parser, section):
+    """The options of every script: where results and docs go."""
+    parser.add_argument(
+        "--section",
+        default=section,
+        help=f"section of the doc to rewrite and name of its results file "
+        f"(default {section}; e.g. {section}-gpu for a GPU run)",
+    )
+    parser.add_argument(
+        "--results",
+        help="results JSON to merge into and render from "
+        "(default examples/benchmarks/results/SECTION.json)",
+    )
+    parser.add_argument("--doc", default=DOC, help="markdown file to rewrite")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite the doc")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="render the section from the results file, without measuring",
+    )
+
+
+def write_json(path, data):
+    """Writes `data` to `path` atomically (a killed writer leaves the old file)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False) as handle:
+        json.dump(data, handle, indent=1)
+        handle.write("\n")
+    os.chmod(handle.name, 0o644)
+    os.replace(handle.name, path)
+
+
+class Results:
+    """The measurements of one docs section, in one JSON file.
+
+    `records` holds one dict per measured configuration; `key` names the
+    fields that identify a configuration, so a re-measured one replaces its
+    old record. `settings` holds what the section's text quotes (repeats,
+    views, ...): the settings of the latest measuring run. `machine` is the
+    machine of the latest measuring run; a file holds one machine's numbers,
+    so measuring on another machine needs another `--section` or `--results`.
+    """
+
+    def __init__(self, args, key):
+        self.key = key
+        self.section = args.section
+        self.path = args.results or os.path.join(RESULTS, f"{args.section}.json")
+        data = {}
+        if os.path.exists(self.path):
+            with open(self.path) as handle:
+                data = json.load(handle)
+        elif args.report_only:
+            raise SystemExit(f"--report-only: no results file {self.path}")
+        self.machine = data.get("machine")
+        self.commands = data.get("commands", [])
+        self.settings = data.get("settings", {})
+        self.records = data.get("records", [])
+
+    def start(self, backends, settings, same=()):
+        """Before measuring: records this run's machine, command and settings.
+
+        `same` names the settings that every record of the file must share
+        (those that make records comparable): a run with other values stops.
+        """
+        machine = machine_info(backends)
+        for name in same:
+            if self.records and self.settings.get(name) != settings[name]:
+                raise SystemExit(
+                    f"{self.path} holds numbers measured with {name}="
+                    f"{self.settings.get(name)!r}, not {settings[name]!r}; pass "
+                    "another --section or --results."
+                )
+        if self.records and self.machine:
+            for field in ("cpu", "cores", "accelerator"):
+                if machine[field] != self.machine[field]:
+                    raise SystemExit(
+                        f"{self.path} holds numbers measured on another machine "
+                        f"({field}: {self.machine[field]!r}, here "
+                        f"{machine[field]!r}); pass another --section or --results."
+                    )
+            # Versions of backends measured before and not now stay recorded.
+            machine["backends"] = {**self.machine["backends"], **machine["backends"]}
+        self.machine = machine
+        argv = [os.path.relpath(os.path.abspath(sys.argv[0]), ROOT), *sys.argv[1:]]
+        self.commands.append(
+            {"date": machine["date"], "command": "python " + shlex.join(argv)}
+        )
+        self.settings = dict(self.settings, **settings)
+        self.save()
+
+    def add(self, record):
+        """Adds (or replaces) the record of one configuration and saves."""
+        ident = tuple(record.get(k) for k in self.key)
+        self.records = [
+            r for r in self.records if tuple(r.get(k) for k in self.key) != ident
+        ]
+        self.records.append(record)
+        self.save()
+
+    def save(self):
+        write_json(
+            self.path,
+            {
+                "section": self.section,
+                "machine": self.machine,
+                "commands": self.commands,
+                "settings": self.settings,
+                "records": self.records,
+            },
+        )
+
+    def command_text(self):
+        """`Command: ...` line(s) for the section."""
+        if len(self.commands) == 1:
+            return f"Command: `{self.commands[0]['command']}`"
+        lines = ["Commands (merged into one results file, in order):", ""]
+        lines += [f"- {c['date']}: `{c['command']}`" for c in self.commands]
+        return "\n".join(lines)
 
 
 # -- docs/benchmarks.md ------------------------------------------------------
 
 
 def update_section(name, text, path=DOC):
-    """Replaces the text between the `name` markers of `docs/benchmarks.md`."""
+    """Replaces the text between the `name` markers of `path`."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if os.path.exists(path):
         with open(path) as handle:
             document = handle.read()
     else:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         document = HEADER
     block = f"{start}\n{text.strip()}\n{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(document):
         document = pattern.sub(lambda _: block, document)
-    elif name.startswith("summary-") and "<!-- summary:end -->" in document:
-        document = document.replace(
-            "<!-- summary:end -->", block + "\n<!-- summary:end -->"
-        )
     else:
         document = document.rstrip() + "\n\n" + block + "\n"
     with open(path, "w") as handle:
         handle.write(document)
+    print("rewrote section", name, "of", path)
     return path
 
 
@@ -254,127 +334,165 @@ def time_call(fn, repeats=5, warmup=1, min_time=0.0, best=False):
     return times[0] if best else times[len(times) // 2]
 
 
-def _status_kb(field):
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def reset_peak_rss():
-    """Resets the kernel's peak-RSS counter; True if that worked."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def rss_mb():
-    try:
-        return _status_kb("VmRSS") / 1024
-    except (OSError, KeyError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return psutil.Process().memory_info().rss / 2**20
 
 
-def peak_rss_mb():
-    """Peak RSS since start or since the last successful `reset_peak_rss`."""
-    try:
-        return _status_kb("VmHWM") / 1024
-    except (OSError, KeyError):
-        import resource
+class PeakRSS:
+    """Samples this process's RSS in a thread while the `with` block runs.
 
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    `peak_mb` is the largest sample so far (readable inside the block, to
+    take the peak of a first phase, and after it).
+
+    Examples:
+        >>> with PeakRSS() as peak:
+        ...     data = bytearray(50 * 2**20)
+        >>> peak.peak_mb >= 50
+        True
+    """
+
+    def __init__(self, interval=PEAK_INTERVAL_S):
+        self.interval = interval
+        self._process = psutil.Process()
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        while True:
+            self._peak = max(self._peak, self._process.memory_info().rss)
+            if self._stop.wait(self.interval):
+                return
+
+    @property
+    def peak_mb(self):
+        return max(self._peak, self._process.memory_info().rss) / 2**20
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._process.memory_info().rss)
+
+
+def device_memory_mb():
+    """`(in use, peak)` MB of accelerator memory for the current backend, or None.
+
+    JAX: its allocator's `bytes_in_use` / `peak_bytes_in_use` (the peak cannot
+    be reset, so measure in a fresh process); torch: `memory_allocated` /
+    `max_memory_allocated`. None on a CPU.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform != "gpu":
+            return None
+        stats = device.memory_stats()
+        return stats["bytes_in_use"] / 2**20, stats["peak_bytes_in_use"] / 2**20
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        torch.cuda.synchronize()
+        return (
+            torch.cuda.memory_allocated() / 2**20,
+            torch.cuda.max_memory_allocated() / 2**20,
+        )
+    return None
+
+
+# -- models shared by the scripts ---------------------------------------------
+
+
+def cnn_baseline(image_shape, num_classes, scale=None, metrics=None):
+    """The CNN baselines: the reference notebook's patch CNN on whole images.
+
+    `kas.patch_backbone()` (4 x Conv2D 3x3 16 leaky ReLU + GlobalMaxPool) and
+    a softmax Dense layer, on `uint8` images normalised as the attention
+    model normalises them (`Rescaling(1 / 255, offset=-0.5)`); with `scale`,
+    on the view `kas.Downsample(scale)` makes (the attention model's own
+    pass). Compiled with Adam (1e-3) and sparse categorical cross-entropy.
+    """
+    import keras
+
+    import keras_attention_sampling as kas
+
+    inputs = keras.Input(image_shape, dtype="uint8")
+    x = inputs
+    if scale:
+        x = kas.Downsample(scale, name="downsample")(x)
+    x = keras.layers.Rescaling(1 / 255, offset=-0.5)(x)
+    x = kas.patch_backbone()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer="adam", loss="sparse_categorical_crossentropy", metrics=metrics
+    )
+    return model
 
 
 # -- subprocesses ------------------------------------------------------------
 
-RESULT_TAG = "@@RESULT@@"
 
+def run_worker(args, backend=None, timeout=None, max_rss_gb=None):
+    """Runs `python args... --result PATH`; returns `(result, error)`.
 
-def emit(result):
-    """Worker side: prints a JSON result the parent can find."""
-    print(RESULT_TAG + json.dumps(result), flush=True)
-
-
-def _child_rss_mb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def run_worker(args, backend=None, timeout=None, extra_env=None, max_rss_gb=None):
-    """Runs `python args...` and returns `(results, error)`.
-
-    `results` is the list of dicts the worker `emit`ted. `error` is None,
-    "timeout", "exceeded N GB" (the parent kills a worker whose RSS passes
-    `max_rss_gb`, so a configuration that does not fit cannot take the shared
-    machine down) or the reason and tail of stderr.
+    `result` is the JSON the worker last wrote to PATH (None if it wrote
+    nothing). `error` is None, "timeout ...", "exceeded N GB RSS (killed)"
+    (the parent watches the worker's RSS with psutil and kills it past
+    `max_rss_gb`, so a configuration that does not fit cannot take the
+    shared machine down) or the exit status and tail of stderr. The worker's
+    stdout goes to the parent's.
     """
-    import tempfile
-    import threading
-
     env = dict(os.environ)
     if backend:
         env["KERAS_BACKEND"] = backend
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.update(extra_env or {})
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    reason, result = None, None
+    deadline = time.monotonic() + timeout if timeout else None
+    with (
+        tempfile.TemporaryDirectory(prefix="benchmark-") as tmp,
+        tempfile.TemporaryFile("w+") as err,
+    ):
+        result_path = os.path.join(tmp, "result.json")
         proc = subprocess.Popen(
-            [sys.executable, *args], env=env, stdout=out, stderr=err, text=True
+            [sys.executable, *args, "--result", result_path],
+            env=env,
+            stderr=err,
+            text=True,
         )
-        state = {"reason": None, "peak": 0.0}
-
-        def watch():
-            while proc.poll() is None:
-                rss = _child_rss_mb(proc.pid)
-                state["peak"] = max(state["peak"], rss)
-                if max_rss_gb and rss > max_rss_gb * 1024:
-                    state["reason"] = f"exceeded {max_rss_gb:g} GB RSS (killed)"
-                    proc.kill()
-                    return
-                time.sleep(0.1)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            state["reason"] = f"timeout after {timeout} s (killed)"
-        watcher.join()
-        out.seek(0)
+        child = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                rss = child.memory_info().rss
+            except psutil.Error:  # exited meanwhile
+                rss = 0
+            if max_rss_gb and rss > max_rss_gb * 2**30:
+                reason = f"exceeded {max_rss_gb:g} GB RSS (killed)"
+            elif deadline and time.monotonic() > deadline:
+                reason = f"timeout after {timeout} s (killed)"
+            if reason:
+                proc.kill()
+                proc.wait()
+                break
+            time.sleep(0.1)
+        if os.path.exists(result_path):
+            with open(result_path) as handle:
+                result = json.load(handle)
         err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    results = _parse(stdout)
-    if state["reason"]:
-        return results, state["reason"]
-    if proc.returncode != 0:
+        stderr = err.read()
+    if reason is None and proc.returncode != 0:
         tail = stderr.strip().splitlines()[-3:]
         reason = f"exit {proc.returncode}"
         if proc.returncode in (-9, 137):
             reason += " (killed, probably out of memory)"
-        return results, reason + ": " + " | ".join(tail)
-    return results, None
-
-
-def _parse(stdout):
-    return [
-        json.loads(line[len(RESULT_TAG) :])
-        for line in stdout.splitlines()
-        if line.startswith(RESULT_TAG)
-    ]
-
-
-def quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        reason += ": " + " | ".join(tail)
+    return result, reason

@@ -29,8 +29,13 @@ and patch budget), at 1, 5 and 20 patches of `--patch-size`:
   pools the patches with equal weights and receives no update; the feature
   network sees exactly the same number of patches (same baseline, draws and
   optimizers as `learned`);
-- `downsampled CNN`: the seed's CNN (4 x Conv2D 16 + GlobalMaxPool + Dense) on
-  the image average-pooled by `--scale` (the attention network's view).
+- `downsampled CNN`: the reference notebook's patch CNN
+  (`kas.patch_backbone()`: 4 x Conv2D 16 + GlobalMaxPool) + Dense on the
+  view of `kas.Downsample(--scale)` (the attention network's view).
+
+Every model takes the uint8 pixels and normalises them as `x / 255 - 0.5`
+(the attention model's default; `Rescaling(1 / 255, offset=-0.5)` in the
+CNN).
 
 Test accuracy is from `model.evaluate` (patches sampled as `predict` does).
 Reported as mean ± std over `--seeds` model seeds (same data), with the mean
@@ -38,16 +43,18 @@ training time per run.
 
 `--quick` (canvas 256, 16x16 digits of the 4 classes 0-3, scale 8 so a
 digit is 2x2 pixels in the 32x32 attention view, patch 24, 1024 training
-images, 10 epochs, 2 draws per image, 1 seed) finishes in about a quarter of
-an hour on 2 CPU cores; the full setting (canvas 1500, 32x32 digits of all
+images, 10 epochs, 2 draws per image, 1 seed) took 23 minutes on 2 CPU
+cores (the 20-patch runs dominate); the full setting (canvas 1500, 32x32 digits of all
 10 classes, scale 8, patch 50, 20 epochs, 3 seeds) takes hours. An earlier
 quick task (canvas 128, scale 4, patch 20) was unfit: its 4x4-pixel digits
 were readable in the view (the downsampled CNN won) and 20 patches covered
 half the canvas (uniform sampling matched learned attention). Tuning on one
 seed at 5 patches: attention Adam 3e-3 with entropy weight 0.01 scored 37.5%
 against 44.7% for the defaults used here (1e-3, 0.05).
-TF by default (KERAS_BACKEND). Rewrites the `accuracy` section of
-docs/benchmarks.md.
+TF by default (KERAS_BACKEND). Measurements go to
+`examples/benchmarks/results/accuracy.json`, merged by (variant, patches,
+seed) and saved after each run, so a stopped run keeps what it measured;
+the `accuracy` section of docs/benchmarks.md is rendered from it.
 """
 
 import argparse
@@ -60,7 +67,27 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
 
-SECTION = "accuracy"
+KEY = ("variant", "patches", "seed")
+# What defines the task and the training: records measured under other
+# values are not comparable, so a results file holds one of each.
+TASK = (
+    "quick",
+    "canvas",
+    "noise",
+    "scale",
+    "classes",
+    "upscale",
+    "baseline",
+    "attention_beta1",
+    "attention_lr",
+    "entropy_weight",
+    "patch_size",
+    "train",
+    "test",
+    "epochs",
+    "batch_size",
+    "samples_per_image",
+)
 
 
 # -- data --------------------------------------------------------------------
@@ -136,20 +163,9 @@ def build(variant, args, n_patches, seed):
     keras.utils.set_random_seed(seed)
     shape = (None, args.canvas, args.canvas, 1)
     if variant == "downsampled CNN":
-        inputs = keras.Input(shape[1:], dtype="uint8")
-        x = keras.layers.Rescaling(1 / 255)(inputs)
-        x = keras.layers.AveragePooling2D(args.scale)(x)
-        for _ in range(4):
-            x = keras.layers.Conv2D(16, 3, padding="same", activation="leaky_relu")(x)
-        x = keras.layers.GlobalMaxPooling2D()(x)
-        outputs = keras.layers.Dense(args.classes, activation="softmax")(x)
-        model = keras.Model(inputs, outputs)
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+        return _common.cnn_baseline(
+            shape[1:], args.classes, scale=args.scale, metrics=["accuracy"]
         )
-        return model
     attention = None
     if variant == "uniform":
         attention = kas.AttentionMap(blocks=0, name="attention_map")
@@ -166,7 +182,6 @@ def build(variant, args, n_patches, seed):
         samples_per_image=args.samples_per_image,
         baseline=args.baseline,
         entropy_weight=args.entropy_weight,
-        rescale=1 / 255,
         seed=seed,
     )
     model.build(shape)
@@ -214,7 +229,7 @@ def run(variant, n_patches, seed, data, args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -247,13 +262,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--samples-per-image", type=int)
     parser.add_argument("--seeds", type=int)
-    parser.add_argument("--no-doc", action="store_true")
-    parser.add_argument(
-        "--from-log",
-        help="re-render the table from the stdout "
-        "of an earlier run (with the same flags), e.g. one that "
-        "was stopped before all runs finished",
-    )
+    _common.add_output_arguments(parser, "accuracy")
     args = parser.parse_args()
     quick = {
         "canvas": 256,
@@ -295,26 +304,16 @@ def main():
         )
     if args.noise is None:
         args.noise = max(1, round(50 * (args.canvas / 1500) ** 2))
-    budgets = [int(b) for b in args.budgets.split(",")]
-    variants = args.variants.split(",")
+    results = _common.Results(args, key=KEY)
+    if not args.report_only:
+        settings = {k: getattr(args, k) for k in TASK}
+        settings.update(seeds=args.seeds, budgets=args.budgets, variants=args.variants)
+        results.start([os.environ.get("KERAS_BACKEND", "tensorflow")], settings, TASK)
+        measure(args, results)
+    report(results, args)
 
-    if args.from_log:
-        import ast
 
-        with open(args.from_log) as handle:
-            results = [
-                ast.literal_eval(line.strip())
-                for line in handle
-                if line.startswith("{'variant'")
-            ]
-        args.partial = len(results) < args.seeds * (
-            len(budgets) * len([v for v in variants if v != "downsampled CNN"])
-            + ("downsampled CNN" in variants)
-        )
-        report(args, budgets, variants, results)
-        return
-    args.partial = False
-
+def measure(args, results):
     t0 = time.perf_counter()
     x_train, y_train = megapixel_digits(
         args.train,
@@ -337,20 +336,28 @@ def main():
         flush=True,
     )
     data = (x_train, y_train, x_test, y_test)
-    results = []
+    budgets = [int(b) for b in args.budgets.split(",")]
     for seed in range(args.seeds):
-        for variant in variants:
+        for variant in args.variants.split(","):
             for n_patches in budgets if variant != "downsampled CNN" else [None]:
                 result = run(variant, n_patches, seed, data, args)
-                results.append(result)
                 print(result, flush=True)
-    report(args, budgets, variants, results)
+                results.add(result)
 
 
-def report(args, budgets, variants, results):
+VARIANTS = ("learned", "uniform", "downsampled CNN")
+
+
+def report(results, args):
     import numpy as np
 
-    digit = 8 * args.upscale
+    cfg = argparse.Namespace(**results.settings)
+    digit = 8 * cfg.upscale
+    records = results.records
+    budgets = sorted({r["patches"] for r in records if r["patches"] is not None})
+    variants = sorted(
+        {r["variant"] for r in records}, key=lambda v: _common.rank(v, VARIANTS)
+    )
 
     def cell(values, pct=True):
         values = np.array(values) * (100 if pct else 1)
@@ -371,21 +378,23 @@ def report(args, budgets, variants, results):
     ]
     rows = []
     table = {}
+    seeds = []
     for variant in variants:
         for n_patches in budgets if variant != "downsampled CNN" else [None]:
             group = [
                 r
-                for r in results
+                for r in records
                 if r["variant"] == variant and r["patches"] == n_patches
             ]
             if not group:
                 continue
+            seeds.append(len(group))
             test = [r["test_acc"] for r in group]
             table[(variant, n_patches)] = np.mean(test)
             rows.append(
                 [
                     variant,
-                    args.patch_size if n_patches else f"(whole image / {args.scale})",
+                    cfg.patch_size if n_patches else f"(whole image / {cfg.scale})",
                     n_patches or "–",
                     cell([r["train_acc"] for r in group]),
                     cell(test),
@@ -403,12 +412,12 @@ def report(args, budgets, variants, results):
                 f"{100 * (learned - uniform):+.1f} points"
             )
     cnn = table.get(("downsampled CNN", None))
-    if cnn is not None and ("learned", budgets[-1]) in table:
+    if cnn is not None and budgets and ("learned", budgets[-1]) in table:
         checks.append(
             f"learned at {budgets[-1]} patches − downsampled CNN = "
             f"{100 * (table[('learned', budgets[-1])] - cnn):+.1f} points"
         )
-    if table and ("learned", budgets[-1]) in table:
+    if budgets and ("learned", budgets[-1]) in table:
         best = max(table.values())
         checks.append(
             f"learned at {budgets[-1]} patches − best variant = "
@@ -418,46 +427,44 @@ def report(args, budgets, variants, results):
         print(c)
     if args.no_doc:
         return
-    setting = "`--quick`" if args.quick else "full"
+    setting = "`--quick`" if cfg.quick else "full"
     partial_note = []
-    if getattr(args, "partial", False):
+    n_seeds = max(seeds, default=0)
+    if min(seeds, default=0) < max(n_seeds, cfg.seeds):
         partial_note = [
             "",
-            f"**Partial run**: stopped before all {args.seeds} seeds x variants "
-            "finished; each row gives the number of seeds it has in the *seeds* "
+            f"**Partial run**: not every variant has all {max(n_seeds, cfg.seeds)} "
+            "seeds; each row gives the number of seeds it has in the *seeds* "
             "column.",
         ]
     lines = (
         [
             "## Localised evidence: learned vs uniform attention vs downsampled CNN",
             "",
-            _common.machine_block(),
+            _common.machine_block(results.machine),
             "",
-            f"Setting: {setting} — canvas {args.canvas}x{args.canvas} uint8 "
+            f"Setting: {setting} — canvas {cfg.canvas}x{cfg.canvas} uint8 "
             f"(1 channel), 5 digits of {digit}x{digit} (scikit-learn's 8x8 digits "
-            f"upscaled {args.upscale}x; 3 of the target class, 2 others, no "
-            f"overlap), {args.noise} line "
-            f"scribbles, attention view scale {args.scale} "
-            f"({args.canvas // args.scale}x{args.canvas // args.scale}; a digit is "
-            f"{digit // args.scale}x{digit // args.scale} there), patches of "
-            f"{args.patch_size}x{args.patch_size} (cell centres {args.scale} px "
+            f"upscaled {cfg.upscale}x; 3 of the target class, 2 others, no "
+            f"overlap), {cfg.noise} line "
+            f"scribbles, attention view scale {cfg.scale} "
+            f"({cfg.canvas // cfg.scale}x{cfg.canvas // cfg.scale}; a digit is "
+            f"{digit // cfg.scale}x{digit // cfg.scale} there), patches of "
+            f"{cfg.patch_size}x{cfg.patch_size} (cell centres {cfg.scale} px "
             f"apart, so some cell's patch covers a whole digit), "
-            f"{args.train} training / {args.test} test images, {args.epochs} "
-            f"epochs of batch {args.batch_size}, samples_per_image="
-            f"{args.samples_per_image}, baseline `{args.baseline}`, feature "
-            f"network Adam 1e-3, attention network Adam(1e-3, beta_1="
-            f"{args.attention_beta1:g}) (same settings for learned and uniform), "
-            f"{args.seeds} seed{'s' if args.seeds > 1 else ''} (mean ± std). "
+            f"{cfg.train} training / {cfg.test} test images, {cfg.epochs} "
+            f"epochs of batch {cfg.batch_size}, samples_per_image="
+            f"{cfg.samples_per_image}, baseline `{cfg.baseline}`, feature "
+            f"network Adam 1e-3, attention network Adam({cfg.attention_lr:g}, beta_1="
+            f"{cfg.attention_beta1:g}) (same settings for learned and uniform), "
+            f"{n_seeds} seed{'s' if n_seeds > 1 else ''} (mean ± std). "
             "*uniform* is the same model with a frozen, zero-initialised "
             "one-filter attention head (`AttentionMap(blocks=0)`, "
             "`trainable=False`): its map is exactly uniform for every image. "
-            f"Digits 0..{args.classes - 1} only ({args.classes} classes): chance is "
-            f"{100 / args.classes:.0f}%. Time is the training time per run.",
+            f"Digits 0..{cfg.classes - 1} only ({cfg.classes} classes): chance is "
+            f"{100 / cfg.classes:.0f}%. Time is the training time per run.",
             "",
-            "Command: `python examples/benchmarks/accuracy.py"
-            + (" --quick" if args.quick else "")
-            + "".join(f" {a}" for a in sys.argv[1:] if a != "--quick")
-            + "`",
+            results.command_text(),
             "",
             _common.markdown_table(header, rows),
         ]
@@ -471,7 +478,7 @@ def report(args, budgets, variants, results):
         ]
         + [f"- {c}" for c in checks]
     )
-    _common.update_section(SECTION, "\n".join(lines))
+    _common.update_section(args.section, "\n".join(lines), args.doc)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,13 @@ baseline is warmed up on the same batch first and keeps updating during the
 draws, as in training.
 
 TensorFlow backend only (it sets KERAS_BACKEND=tensorflow). Run
-`python examples/benchmarks/estimators.py`; rewrites the `estimators`
-section of docs/benchmarks.md.
+`python examples/benchmarks/estimators.py`. Measurements go to
+`examples/benchmarks/results/estimators.json`, merged by (reward, baseline,
+replace) and saved after each configuration; the `estimators` section of
+docs/benchmarks.md is rendered from it.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -44,7 +45,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
 
-SECTION = "estimators"
+KEY = ("reward", "baseline", "replace")
+CONFIGS = [
+    (reward, baseline, replace)
+    for replace in (True, False)
+    for reward in ("bounded", "negative_loss")
+    for baseline in ("none", "mean", "leave_one_out", "moving_average")
+]
 
 
 def square_task(n, size=64, square=8, classes=3, seed=0):
@@ -63,27 +70,33 @@ def square_task(n, size=64, square=8, classes=3, seed=0):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--samples-per-image", type=int, default=4)
     parser.add_argument("--pretrain-steps", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-doc", action="store_true")
-    parser.add_argument("--save-json", help="also save the measurements here")
-    parser.add_argument("--from-json", help="re-render the table from a saved run")
+    _common.add_output_arguments(parser, "estimators")
     args = parser.parse_args()
-    if args.from_json:
-        with open(args.from_json) as handle:
-            saved = json.load(handle)
-        report(args, saved["results"], saved["pre_logs"], saved["n_values"])
-        return
+    results = _common.Results(args, key=KEY)
+    if not args.report_only:
+        measure(args, results)
+    report(results, args)
 
+
+def measure(args, results):
     import keras
     import numpy as np
     import tensorflow as tf
 
     import keras_attention_sampling as kas
+
+    # Records of other draws, batches or weights are not comparable.
+    settings = {"seed": args.seed, "draws": args.draws, "batch": args.batch}
+    settings.update(
+        samples_per_image=args.samples_per_image, pretrain_steps=args.pretrain_steps
+    )
+    results.start(["tensorflow"], settings, same=tuple(settings))
 
     keras.utils.set_random_seed(args.seed)
     x_train, y_train = square_task(512, seed=args.seed)
@@ -94,7 +107,6 @@ def main():
         patch_size=16,
         samples_per_image=args.samples_per_image,
         entropy_weight=0.01,
-        rescale=1 / 255,
         seed=args.seed,
     )
     model.compile(metrics=["accuracy"])
@@ -115,6 +127,9 @@ def main():
     x = tf.convert_to_tensor(x)
     y = tf.convert_to_tensor(y)
     variables = model.attention_variables()
+    results.settings.update(
+        pre_logs=pre_logs, n_values=sum(int(np.prod(v.shape)) for v in variables)
+    )
 
     def gradient_tensors():
         with tf.GradientTape() as tape:
@@ -122,26 +137,18 @@ def main():
         grads = tape.gradient(loss, variables)
         return tf.concat([tf.reshape(g, [-1]) for g in grads], 0)
 
-    configs = [
-        (reward, baseline, replace)
-        for replace in (True, False)
-        for reward in ("bounded", "negative_loss")
-        for baseline in ("none", "mean", "leave_one_out", "moving_average")
-    ]
     # Snapshot the non-trainable state (BatchNorm statistics) so every
     # configuration starts from the same weights.
     state = [v.numpy() for v in model.non_trainable_variables]
-    results = []
-    for reward, baseline, replace in configs:
+    # The entropy regulariser's gradient is deterministic; leave it out so
+    # the mean is the REINFORCE term alone.
+    model.entropy_weight = 0.0
+    for reward, baseline, replace in CONFIGS:
         for v, value in zip(model.non_trainable_variables, state):
             v.assign(value)
         model.reward = reward
-        model.reward_baseline.mode = baseline
+        model.baseline = baseline
         model.replace = replace
-        model.sampler.replace = replace
-        # The entropy regulariser's gradient is deterministic; leave it out so
-        # the mean is the REINFORCE term alone.
-        model.entropy_weight = 0.0
         step = tf.function(gradient_tensors)  # retraced for each configuration
 
         def gradient(step=step):
@@ -158,41 +165,27 @@ def main():
         total_var = float(grads.var(0, ddof=1).sum())
         # |mean|^2 over-estimates |E g|^2 by tr(cov) / draws; correct for it.
         mean_sq = max(float(mean @ mean) - total_var / args.draws, 1e-30)
-        results.append(
-            {
-                "reward": reward,
-                "baseline": baseline,
-                "replace": replace,
-                "total_var": total_var,
-                "mean_norm": mean_sq**0.5,
-                "relative_var": total_var / mean_sq if mean_sq > 0 else float("inf"),
-                "seconds": seconds,
-            }
-        )
-        print(results[-1], flush=True)
-
-    n_values = sum(int(np.prod(v.shape)) for v in variables)
-    if args.save_json:
-        with open(args.save_json, "w") as handle:
-            json.dump(
-                {"results": results, "pre_logs": pre_logs, "n_values": n_values}, handle
-            )
-    report(args, results, pre_logs, n_values)
+        record = {
+            "reward": reward,
+            "baseline": baseline,
+            "replace": replace,
+            "total_var": total_var,
+            "mean_norm": mean_sq**0.5,
+            "relative_var": total_var / mean_sq,
+            "seconds": seconds,
+        }
+        print(record, flush=True)
+        results.add(record)
 
 
-def conclusions(results, noise=0.2):
+def conclusions(by, noise=0.2):
     """Plain-language reading of the table (differences below `noise` are
     treated as ties: with 100 draws the variance estimates themselves are
-    uncertain by roughly 15-20%)."""
+    uncertain by roughly 15-20%). `by` maps each configuration to its record;
+    all of them must be there."""
 
     def rel(reward, baseline, replace):
-        return next(
-            r["relative_var"]
-            for r in results
-            if r["reward"] == reward
-            and r["baseline"] == baseline
-            and r["replace"] == replace
-        )
+        return by[(reward, baseline, replace)]["relative_var"]
 
     def compare(a, b, name_a, name_b):
         ratio = a / b
@@ -264,12 +257,10 @@ def conclusions(results, noise=0.2):
     return lines
 
 
-def report(args, results, pre_logs, n_values):
-    reference = next(
-        r
-        for r in results
-        if r["reward"] == "bounded" and r["baseline"] == "mean" and r["replace"]
-    )
+def report(results, args):
+    settings = results.settings
+    by = {tuple(r[k] for k in KEY): r for r in results.records}
+    reference = by.get(("bounded", "mean", True))
     header = [
         "sampling",
         "reward",
@@ -281,7 +272,10 @@ def report(args, results, pre_logs, n_values):
         "relative var / default",
     ]
     rows = []
-    for r in results:
+    for config in CONFIGS:
+        if config not in by:
+            continue
+        r = by[config]
         rows.append(
             [
                 "with replacement" if r["replace"] else "without (Gumbel-top-k)",
@@ -290,27 +284,30 @@ def report(args, results, pre_logs, n_values):
                 f"{r['total_var']:.3g}",
                 f"{r['mean_norm']:.3g}",
                 f"{r['relative_var']:.3g}",
-                f"{r['total_var'] / reference['total_var']:.2f}",
-                f"{r['relative_var'] / reference['relative_var']:.2f}",
+                f"{r['total_var'] / reference['total_var']:.2f}" if reference else "–",
+                f"{r['relative_var'] / reference['relative_var']:.2f}"
+                if reference
+                else "–",
             ]
         )
     _common.print_table(header, rows)
-    found = conclusions(results)
+    found = conclusions(by) if all(c in by for c in CONFIGS) else []
     for line in found:
         print(line)
     if args.no_doc:
         return
+    pre_logs = settings["pre_logs"]
     lines = [
         "## Variance of the attention-gradient estimator",
         "",
-        _common.machine_block(),
+        _common.machine_block(results.machine),
         "",
         f"Gradient of `model.policy_step` w.r.t. the attention network's "
-        f"variables ({n_values} values), "
-        f"{args.draws} draws on one fixed batch of {args.batch} images "
-        f"(`samples_per_image={args.samples_per_image}`) with fixed weights, "
-        f"after {args.pretrain_steps} training steps on the 64x64 "
-        f"coloured-square task (scale 8, 4 patches of 16x16; accuracy "
+        f"variables ({settings['n_values']} values), {settings['draws']} draws "
+        f"on one fixed batch of {settings['batch']} images "
+        f"(`samples_per_image={settings['samples_per_image']}`) with fixed "
+        f"weights, after {settings['pretrain_steps']} training steps on the "
+        "64x64 coloured-square task (scale 8, 4 patches of 16x16; accuracy "
         f"{pre_logs.get('accuracy', float('nan')):.2f}, entropy "
         f"{pre_logs.get('entropy', float('nan')):.2f} nats at the end of "
         "pre-training). *Total variance* is the trace of the covariance over "
@@ -319,21 +316,21 @@ def report(args, results, pre_logs, n_values):
         "larger than `bounded` ones). Ratios are relative to the package "
         "default (bounded reward, batch-mean baseline, with replacement). "
         "*leave_one_out*: for each draw, the mean reward of the other "
-        f"{args.samples_per_image - 1} draws of the same image. "
+        f"{settings['samples_per_image'] - 1} draws of the same image. "
         "The entropy weight is set to 0 for the draws (its gradient is "
         "deterministic), and ‖mean gradient‖² is corrected for the draw noise "
-        "(‖mean‖² − total variance / draws). With 100 draws the variance "
-        "estimates are themselves uncertain by roughly 15-20%, so smaller "
-        "differences are ties.",
+        f"(‖mean‖² − total variance / draws). With {settings['draws']} draws "
+        "the variance estimates are themselves uncertain (by roughly 15-20% "
+        "at 100 draws), so smaller differences are ties.",
         "",
-        "Command: `python examples/benchmarks/estimators.py`",
+        results.command_text(),
         "",
         _common.markdown_table(header, rows),
-        "",
-        "Reading (differences under 20% called ties):",
-        "",
-    ] + [f"- {line}" for line in found]
-    _common.update_section(SECTION, "\n".join(lines))
+    ]
+    if found:
+        lines += ["", "Reading (differences under 20% called ties):", ""]
+        lines += [f"- {line}" for line in found]
+    _common.update_section(args.section, "\n".join(lines), args.doc)
 
 
 if __name__ == "__main__":
