@@ -12,6 +12,7 @@ from keras_attention_sampling import datasets, policy_gradient, sampling, visual
 from keras_attention_sampling.layers import (
     AttentionMap,
     Downsample,
+    ExpectationPool,
     NormalizedFeature,
     PatchSampler,
     WeightedLogitPool,
@@ -26,6 +27,7 @@ __all__ = [
     "AttentionMap",
     "AttentionSamplingModel",
     "Downsample",
+    "ExpectationPool",
     "NormalizedFeature",
     "PatchSampler",
     "PolicyGradientMixin",

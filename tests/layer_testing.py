@@ -42,27 +42,39 @@ def _numpy(value):
 def gradient(function, value):
     """d sum(function(value)) / d value, with the active backend's autodiff
     (zeros where the output does not depend on the value)."""
+    return gradients(function, value)[0]
+
+
+def gradients(function, *values):
+    """d sum(function(*values)) / d each value, with the active backend's
+    autodiff (zeros where the output does not depend on a value)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        value = tf.Variable(value)
+        variables = [tf.Variable(v) for v in values]
         with tf.GradientTape() as tape:
-            out = tf.reduce_sum(function(value))
+            out = tf.reduce_sum(function(*variables))
         zero = tf.UnconnectedGradients.ZERO
-        return tape.gradient(out, value, unconnected_gradients=zero).numpy()
+        grads = tape.gradient(out, variables, unconnected_gradients=zero)
+        return [tf.convert_to_tensor(g).numpy() for g in grads]  # gathers give slices
     if backend == "jax":
         import jax
 
-        return np.asarray(jax.grad(lambda v: function(v).sum())(value))
+        argnums = tuple(range(len(values)))
+        grads = jax.grad(lambda *v: function(*v).sum(), argnums=argnums)(*values)
+        return [np.asarray(g) for g in grads]
     import torch
 
-    value = torch.tensor(value, requires_grad=True)
-    out = function(value).sum()
+    tensors = [torch.tensor(v, requires_grad=True) for v in values]
+    out = function(*tensors).sum()
     if not out.requires_grad:
-        return np.zeros(value.shape, np.float32)
+        return [np.zeros(v.shape, np.float32) for v in values]
     out.backward()
-    return value.grad.numpy()
+    return [
+        np.zeros(v.shape, np.float32) if t.grad is None else t.grad.numpy()
+        for v, t in zip(values, tensors)
+    ]
 
 
 def run_layer_test(

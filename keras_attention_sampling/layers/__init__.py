@@ -1,5 +1,6 @@
 from keras_attention_sampling.layers.attention_map import AttentionMap
 from keras_attention_sampling.layers.downsample import Downsample
+from keras_attention_sampling.layers.expectation_pool import ExpectationPool
 from keras_attention_sampling.layers.normalized_feature import (
     NormalizedFeature,
     patch_backbone,

@@ -4,6 +4,24 @@ import keras
 from keras import ops
 
 
+def check_pool_shapes(layer, feature_shape, attention_shape):
+    """Features `(B, N, U)` and attention `(B, N)`, or an error naming `layer`."""
+    name = f"{type(layer).__name__} '{layer.name}'"
+    if len(feature_shape) != 3 or len(attention_shape) != 2:
+        raise ValueError(
+            f"{name} expects features (B, N, U) and attention (B, N), got "
+            f"shapes {tuple(feature_shape)} and {tuple(attention_shape)}."
+        )
+    for axis, label in ((0, "batch"), (1, "number of patches")):
+        f, a = feature_shape[axis], attention_shape[axis]
+        if f is not None and a is not None and f != a:
+            raise ValueError(
+                f"{name}: the features' {label} ({f}) differs from the "
+                f"attention's ({a}); shapes {tuple(feature_shape)} and "
+                f"{tuple(attention_shape)}."
+            )
+
+
 @keras.saving.register_keras_serializable(package="keras_attention_sampling")
 class WeightedLogitPool(keras.layers.Layer):
     """Attention-weighted average of per-patch logits, then an activation.
@@ -70,27 +88,11 @@ class WeightedLogitPool(keras.layers.Layer):
         super().__setattr__(name, value)
 
     def build(self, input_shape):
-        self._check_shapes(*input_shape)
-
-    def _check_shapes(self, feature_shape, attention_shape):
-        name = f"WeightedLogitPool '{self.name}'"
-        if len(feature_shape) != 3 or len(attention_shape) != 2:
-            raise ValueError(
-                f"{name} expects features (B, N, U) and attention (B, N), got "
-                f"shapes {tuple(feature_shape)} and {tuple(attention_shape)}."
-            )
-        for axis, label in ((0, "batch"), (1, "number of patches")):
-            f, a = feature_shape[axis], attention_shape[axis]
-            if f is not None and a is not None and f != a:
-                raise ValueError(
-                    f"{name}: the features' {label} ({f}) differs from the "
-                    f"attention's ({a}); shapes {tuple(feature_shape)} and "
-                    f"{tuple(attention_shape)}."
-                )
+        check_pool_shapes(self, *input_shape)
 
     def call(self, inputs):
         features, attention = inputs
-        self._check_shapes(features.shape, attention.shape)
+        check_pool_shapes(self, features.shape, attention.shape)
         features = ops.cast(features, "float32")
         attention = ops.cast(attention, "float32")
         if not self.attention_gradient:
@@ -107,7 +109,7 @@ class WeightedLogitPool(keras.layers.Layer):
 
     def compute_output_spec(self, inputs):
         features, attention = inputs
-        self._check_shapes(features.shape, attention.shape)
+        check_pool_shapes(self, features.shape, attention.shape)
         return keras.KerasTensor((features.shape[0], features.shape[2]), "float32")
 
     def get_config(self):
