@@ -322,3 +322,14 @@ def test_downsample(tmp_path, rng):
     np.testing.assert_allclose(ops.convert_to_numpy(layer(images)), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="Downsample: scale"):
         kas.Downsample(0)
+
+
+def test_the_pools_old_temperature_keyword_still_works():
+    with pytest.warns(DeprecationWarning, match="now called `logit_scale`"):
+        pool = kas.WeightedLogitPool(temperature=2.0)
+    assert pool.logit_scale == 2.0 and "temperature" not in pool.get_config()
+    with pytest.warns(DeprecationWarning, match="now called `logit_scale`"):
+        model = kas.AttentionSamplingModel(3, temperature=4.0)
+    assert model.logit_scale == 4.0 == model.pool.logit_scale
+    with pytest.raises(ValueError, match="logit_scale must be positive"):
+        model.logit_scale = 0.0

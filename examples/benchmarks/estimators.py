@@ -197,63 +197,51 @@ def conclusions(by, noise=0.2):
             return f"{name_b} has {ratio:.1f}x lower relative variance than {name_a}"
         return f"{name_a} and {name_b} are within noise ({ratio:.2f}x)"
 
-    lines = []
-    for reward in ("bounded", "negative_loss"):
-        lines.append(
-            f"{reward} reward, with replacement: "
-            + compare(
-                rel(reward, "mean", True),
-                rel(reward, "none", True),
-                "the batch-mean baseline",
-                "no baseline",
+    # (what is fixed, configuration a, configuration b, a's name, b's name)
+    pairs = (
+        [
+            (f"{r} reward, with replacement", (r, "mean", True), (r, other, True), a, b)
+            for r in ("bounded", "negative_loss")
+            for other, a, b in (
+                ("none", "the batch-mean baseline", "no baseline"),
+                ("moving_average", "the batch mean", "the moving average"),
             )
-        )
-        lines.append(
-            f"{reward} reward, with replacement: "
-            + compare(
-                rel(reward, "mean", True),
-                rel(reward, "moving_average", True),
-                "the batch mean",
-                "the moving average",
-            )
-        )
-    for reward in ("bounded", "negative_loss"):
-        lines.append(
-            f"{reward} reward, with replacement: "
-            + compare(
-                rel(reward, "leave_one_out", True),
-                rel(reward, "mean", True),
+        ]
+        + [
+            (
+                f"{r} reward, {how}",
+                (r, "leave_one_out", replace),
+                (r, "mean", replace),
                 "the leave-one-out baseline",
                 "the batch mean",
             )
-        )
-    lines.append(
-        "bounded reward, without replacement: "
-        + compare(
-            rel("bounded", "leave_one_out", False),
-            rel("bounded", "mean", False),
-            "the leave-one-out baseline",
-            "the batch mean",
-        )
+            for r, replace, how in (
+                ("bounded", True, "with replacement"),
+                ("negative_loss", True, "with replacement"),
+                ("bounded", False, "without replacement"),
+            )
+        ]
+        + [
+            (
+                "batch-mean baseline, with replacement",
+                ("bounded", "mean", True),
+                ("negative_loss", "mean", True),
+                "the bounded reward",
+                "the raw reward (negative_loss)",
+            ),
+            (
+                "bounded reward, batch-mean baseline",
+                ("bounded", "mean", True),
+                ("bounded", "mean", False),
+                "sampling with replacement",
+                "without replacement",
+            ),
+        ]
     )
-    lines.append(
-        "batch-mean baseline, with replacement: "
-        + compare(
-            rel("bounded", "mean", True),
-            rel("negative_loss", "mean", True),
-            "the bounded reward",
-            "the raw reward (negative_loss)",
-        )
-    )
-    lines.append(
-        "bounded reward, batch-mean baseline: "
-        + compare(
-            rel("bounded", "mean", True),
-            rel("bounded", "mean", False),
-            "sampling with replacement",
-            "without replacement",
-        )
-    )
+    lines = [
+        f"{fixed}: " + compare(rel(*first), rel(*second), name_a, name_b)
+        for fixed, first, second, name_a, name_b in pairs
+    ]
     return lines
 
 

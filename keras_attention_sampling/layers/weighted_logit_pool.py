@@ -1,7 +1,7 @@
-import warnings
-
 import keras
 from keras import ops
+
+from keras_attention_sampling._settings import renamed_keyword
 
 
 def check_pool_shapes(layer, feature_shape, attention_shape):
@@ -65,13 +65,9 @@ class WeightedLogitPool(keras.layers.Layer):
     def __init__(
         self, logit_scale=1.0, activation="softmax", attention_gradient=False, **kwargs
     ):
-        if "temperature" in kwargs:
-            warnings.warn(
-                "WeightedLogitPool: `temperature` is now called `logit_scale`.",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            logit_scale = kwargs.pop("temperature")
+        logit_scale = renamed_keyword(
+            "WeightedLogitPool", kwargs, "temperature", "logit_scale", logit_scale
+        )
         super().__init__(**kwargs)
         self.logit_scale = logit_scale
         self.activation = keras.activations.get(activation)

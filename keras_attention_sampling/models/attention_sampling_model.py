@@ -1,11 +1,9 @@
-import warnings
-
 import keras
 import numpy as np
 from keras import ops
 
 from keras_attention_sampling import sampling
-from keras_attention_sampling._layer_setting import LayerSetting
+from keras_attention_sampling._settings import LayerSetting, renamed_keyword
 from keras_attention_sampling.layers.attention_map import AttentionMap
 from keras_attention_sampling.layers.downsample import Downsample
 from keras_attention_sampling.layers.normalized_feature import NormalizedFeature
@@ -139,13 +137,9 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         seed=None,
         **kwargs,
     ):
-        if "temperature" in kwargs:
-            warnings.warn(
-                "AttentionSamplingModel: `temperature` is now called `logit_scale`.",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            logit_scale = kwargs.pop("temperature")
+        logit_scale = renamed_keyword(
+            "AttentionSamplingModel", kwargs, "temperature", "logit_scale", logit_scale
+        )
         super().__init__(**kwargs)
         if isinstance(num_classes, bool) or int(num_classes) != num_classes:
             raise ValueError(

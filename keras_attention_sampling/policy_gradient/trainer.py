@@ -6,7 +6,7 @@ import inspect
 import keras
 from keras import ops
 
-from keras_attention_sampling._layer_setting import (
+from keras_attention_sampling._settings import (
     LayerSetting,
     drop_compiled_functions,
 )

@@ -1,4 +1,7 @@
-"""Model attributes whose value one of the model's layers owns."""
+"""Settings: model attributes that one of the model's layers owns, and renamed
+keywords that old files still use."""
+
+import warnings
 
 
 def drop_compiled_functions(model):
@@ -47,3 +50,15 @@ class LayerSetting:
             )
         setattr(getattr(model, self.layer), self.attribute, value)
         drop_compiled_functions(model)
+
+
+def renamed_keyword(owner, kwargs, old, new, value):
+    """`kwargs.pop(old)` if a caller (or a file saved by an older release)
+    still uses the old name of `new`, with a DeprecationWarning; else
+    `value`."""
+    if old not in kwargs:
+        return value
+    warnings.warn(
+        f"{owner}: `{old}` is now called `{new}`.", DeprecationWarning, stacklevel=3
+    )
+    return kwargs.pop(old)
