@@ -333,3 +333,27 @@ def test_the_pools_old_temperature_keyword_still_works():
     assert model.logit_scale == 4.0 == model.pool.logit_scale
     with pytest.raises(ValueError, match="logit_scale must be positive"):
         model.logit_scale = 0.0
+
+
+def test_attention_map_uniform_mixing_is_the_exact_mixture(tmp_path, rng):
+    images = rng.random((2, 3, 4, 2)).astype("float32") * 100
+    plain = kas.AttentionMap(blocks=0, temperature=0.1)
+    mixed = kas.AttentionMap(blocks=0, temperature=0.1, uniform_mixing=0.2)
+    plain.build(images.shape)
+    mixed.build(images.shape)
+    mixed.set_weights(plain.get_weights())
+    a = ops.convert_to_numpy(plain(images))
+    log_q = ops.convert_to_numpy(mixed(images, return_log_probs=True))
+    np.testing.assert_allclose(np.exp(log_q), 0.8 * a + 0.2 / 12, rtol=1e-5)
+    assert np.exp(log_q).min() >= 0.2 / 12 * (1 - 1e-5)
+    np.testing.assert_allclose(np.exp(log_q).sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    run_layer_test(
+        kas.AttentionMap,
+        {"blocks": 1, "filters": 2, "uniform_mixing": 0.1, "head_initializer": "zeros"},
+        images,
+        (2, 3, 4),
+        tmp_path,
+        output_dtypes=["float32"],
+    )
+    with pytest.raises(ValueError, match="uniform_mixing must be in"):
+        kas.AttentionMap(uniform_mixing=1.0)

@@ -437,3 +437,85 @@ def test_inference_sampling_written_on_a_loaded_model_takes_effect(tmp_path, dat
     np.testing.assert_array_equal(first, second)
     loaded.n_patches = 5
     assert loaded.explain(x[:2])["positions"].shape == (2, 5, 2)
+
+
+def test_expectation_estimator_trains_the_attention_through_the_pool(tmp_path, data):
+    x, y = data
+    model = small_model(estimator="expectation", entropy_weight=0.0, replace=False)
+    assert isinstance(model.pool, kas.ExpectationPool) and model.attention_gradient
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        attention_optimizer=keras.optimizers.SGD(0.5),
+        metrics=["accuracy"],
+    )
+    model.build(x.shape)
+    before = snapshot(model.attention_network.trainable_variables)
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    # No surrogate and no entropy term: only the pool's gradient moved them.
+    assert any(moved(before, model.attention_network.trainable_variables))
+    path = os.path.join(tmp_path, "expectation.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.estimator == "expectation" and isinstance(
+        loaded.pool, kas.ExpectationPool
+    )
+    loaded.inference_sampling = model.inference_sampling = "top_k"
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(AttributeError, match="fixed with estimator='expectation'"):
+        model.attention_gradient = False
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        small_model(estimator="gumbel")
+
+
+def test_functional_expectation_estimator_and_its_checks(data):
+    x, y = data
+    images = keras.Input((32, 32, 3))
+    attention = kas.AttentionMap(blocks=1, filters=4)(kas.Downsample(4)(images))
+    patches, weights, _ = kas.PatchSampler(3, 8, replace=False, seed=0)(
+        [attention, images]
+    )
+    features = kas.NormalizedFeature(3)(patches)
+    outputs = kas.ExpectationPool(replace=False, logit_scale=3.0, activation="softmax")(
+        [features, weights]
+    )
+    model = kas.PolicyGradientModel(images, outputs, estimator="expectation")
+    model.compile(metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    with pytest.raises(ValueError, match="use estimator='expectation'"):
+        kas.PolicyGradientModel(images, outputs)
+    wrong = kas.ExpectationPool(replace=True)([features, weights])
+    with pytest.raises(ValueError, match="give both the same"):
+        kas.PolicyGradientModel(images, wrong, estimator="expectation")
+
+
+def test_entropy_weight_schedule_is_read_at_each_step(tmp_path, rng):
+    # Two copies of one image, every cell drawn: all draws predict alike, the
+    # batch-mean baseline equals every reward, so the REINFORCE term is zero
+    # and only the entropy term can move the attention.
+    x = np.repeat(rng.integers(0, 256, (1, 32, 32, 3)).astype("uint8"), 2, axis=0)
+    y = np.array([1, 1])
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([0], [0.0, 100.0])
+    model = small_model(
+        samples_per_image=1, n_patches=64, replace=False, entropy_weight=schedule
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        attention_optimizer=keras.optimizers.SGD(0.1),
+    )
+    model.build(x.shape)
+    before = snapshot(model.attention_network.trainable_variables)
+    model.fit(x, y, epochs=1, verbose=0)  # step 0: weight 0
+    assert not any(moved(before, model.attention_network.trainable_variables))
+    model.fit(x, y, epochs=1, verbose=0)  # step 1: weight 100, same compiled step
+    assert any(moved(before, model.attention_network.trainable_variables))
+    assert float(ops.convert_to_numpy(model.entropy_weight_now())) == 100.0
+    path = os.path.join(tmp_path, "schedule.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(
+        loaded.entropy_weight, keras.optimizers.schedules.PiecewiseConstantDecay
+    )

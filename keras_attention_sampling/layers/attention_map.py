@@ -1,3 +1,5 @@
+import math
+
 import keras
 from keras import ops
 
@@ -37,6 +39,11 @@ class AttentionMap(keras.layers.Layer):
         head_initializer: initializer of the head's kernel. `"zeros"` starts
             from the uniform map (every logit is the head's bias), so the
             first draws explore the whole image; the default is Keras'.
+        uniform_mixing: the share `s` of the uniform distribution mixed into
+            the map, `(1 - s) a + s / K` over the `K` cells: every cell keeps
+            at least `s / K`, so sampling never stops exploring. The map (and
+            its log-probabilities, computed in log space) is the mixture, so
+            sampling, the policy gradient and the entropy all use it.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -69,6 +76,7 @@ class AttentionMap(keras.layers.Layer):
         batch_norm=True,
         batch_norm_momentum=0.9,
         head_initializer="glorot_uniform",
+        uniform_mixing=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -83,6 +91,11 @@ class AttentionMap(keras.layers.Layer):
             raise ValueError(
                 f"AttentionMap: temperature must be positive, got {temperature}."
             )
+        if not 0.0 <= uniform_mixing < 1.0:
+            raise ValueError(
+                "AttentionMap: uniform_mixing must be in [0, 1). Received: "
+                f"uniform_mixing={uniform_mixing!r}"
+            )
         self.blocks = blocks
         self.filters = filters
         self.kernel_size = kernel_size
@@ -91,6 +104,7 @@ class AttentionMap(keras.layers.Layer):
         self.batch_norm = batch_norm
         self.batch_norm_momentum = batch_norm_momentum
         self.head_initializer = keras.initializers.get(head_initializer)
+        self.uniform_mixing = float(uniform_mixing)
         self.block_layers = []
         for index in range(blocks):
             self.block_layers.append(
@@ -141,6 +155,12 @@ class AttentionMap(keras.layers.Layer):
                 x = layer(x)
         logits = ops.cast(self.head(x)[..., 0], "float32") / self.temperature
         log_probs = sampling.log_softmax_2d(logits)
+        if self.uniform_mixing > 0:
+            cells = ops.cast(ops.shape(logits)[1] * ops.shape(logits)[2], "float32")
+            log_probs = ops.logaddexp(
+                log_probs + math.log1p(-self.uniform_mixing),
+                math.log(self.uniform_mixing) - ops.log(cells),
+            )
         return log_probs if return_log_probs else ops.exp(log_probs)
 
     def compute_output_shape(self, input_shape):
@@ -161,6 +181,7 @@ class AttentionMap(keras.layers.Layer):
                 "batch_norm": self.batch_norm,
                 "batch_norm_momentum": self.batch_norm_momentum,
                 "head_initializer": keras.initializers.serialize(self.head_initializer),
+                "uniform_mixing": self.uniform_mixing,
             }
         )
         return config

@@ -56,9 +56,10 @@ class ExpectationPool(keras.layers.Layer):
         >>> import numpy as np
         >>> pool = ExpectationPool(replace=False)
         >>> features = np.eye(2, dtype="float32")[None]     # f_1, f_2
-        >>> attention = np.array([[0.75, 0.25]], "float32")  # every cell drawn
-        >>> [float(v) for v in keras.ops.convert_to_numpy(pool([features, attention]))[0]]
-        [0.75, 0.25]
+        >>> attention = np.array([[0.75, 0.25]], "float32")  # drawn: cell 1, then 2
+        >>> estimate = pool([features, attention])  # mean of F_1 = f_1 and
+        >>> [float(v) for v in keras.ops.convert_to_numpy(estimate)[0]]  # F_2 = mu
+        [0.875, 0.125]
     """
 
     def __init__(self, replace=True, logit_scale=1.0, activation=None, **kwargs):

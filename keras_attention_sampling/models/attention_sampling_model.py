@@ -3,9 +3,14 @@ import numpy as np
 from keras import ops
 
 from keras_attention_sampling import sampling
-from keras_attention_sampling._settings import LayerSetting, renamed_keyword
+from keras_attention_sampling._settings import (
+    LayerSetting,
+    drop_compiled_functions,
+    renamed_keyword,
+)
 from keras_attention_sampling.layers.attention_map import AttentionMap
 from keras_attention_sampling.layers.downsample import Downsample
+from keras_attention_sampling.layers.expectation_pool import ExpectationPool
 from keras_attention_sampling.layers.normalized_feature import NormalizedFeature
 from keras_attention_sampling.layers.patch_sampler import PatchSampler
 from keras_attention_sampling.layers.weighted_logit_pool import WeightedLogitPool
@@ -20,10 +25,13 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
     the attention network turns the view into a distribution over its cells;
     `n_patches` cells are sampled and their `patch_size` patches are cut from
     the full image; the feature network gives each patch unit-norm logits;
-    their attention-weighted average, multiplied by `logit_scale`, goes
-    through a softmax. `fit` trains the feature side by the compiled loss and
-    the attention network by entropy-regularised REINFORCE (see
-    `PolicyGradientMixin`).
+    their attention-weighted average (`WeightedLogitPool`), multiplied by
+    `logit_scale`, goes through a softmax. `fit` trains the feature side by
+    the compiled loss and the attention network by entropy-regularised
+    REINFORCE (see `PolicyGradientMixin`). With `estimator="expectation"`
+    the pool is an `ExpectationPool` instead: the softmax of `logit_scale`
+    times an unbiased estimate of the attention's expected feature, through
+    which the classification loss trains the attention network as well.
 
     Pixel values in `[0, 255]` go in, as `uint8` or float, like the
     `keras.applications` models that include their preprocessing. The model
@@ -37,8 +45,8 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
     Every setting is owned by one layer of the model and the model's
     attribute of the same name reads and writes it there: `scale` is
     `downsample.scale`; `n_patches`, `patch_size`, `replace`, `padding`,
-    `inference_sampling` and `seed` are `sampler`'s; `logit_scale` and
-    `attention_gradient` are `pool`'s; `rescale` and `offset` are
+    `inference_sampling` and `seed` are `sampler`'s; `logit_scale` (and, for
+    REINFORCE, `attention_gradient`) are `pool`'s; `rescale` and `offset` are
     `rescaling`'s (a `keras.layers.Rescaling`); `baseline` and
     `baseline_momentum` are `reward_baseline`'s. A write, such as
     `model.inference_sampling = "top_k"` on a loaded model, takes effect at
@@ -64,16 +72,17 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         logit_scale: factor of the pooled unit-norm logits (the reference
             notebook's 3; release 0.1 called it `temperature`, which is still
             accepted).
-        attention_gradient: let the classification loss reach the attention
-            through the pool weights too (off in the reference notebook).
+        attention_gradient: with REINFORCE, let the classification loss reach
+            the attention through the pool weights too (off in the reference
+            notebook). The expectation estimator always does.
         rescale: factor of the normalisation `x * rescale + offset` of the
             view and the patches (`None` for 1).
         offset: offset of that normalisation.
         seed: seed of the patch sampler.
         **kwargs: the policy-gradient settings of `PolicyGradientMixin`
-            (`reward`, `baseline`, `baseline_momentum`, `entropy_weight`,
-            `samples_per_image`), then `keras.Model` arguments (`name`,
-            `dtype`, ...).
+            (`estimator`, `reward`, `baseline`, `baseline_momentum`,
+            `entropy_weight`, `samples_per_image`), then `keras.Model`
+            arguments (`name`, `dtype`, ...).
 
     Call arguments:
         - **images**: `(B, H, W, C)` full-resolution images, any numeric
@@ -115,7 +124,6 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
     inference_sampling = LayerSetting("sampler")
     seed = LayerSetting("sampler", writable=False)
     logit_scale = LayerSetting("pool")
-    attention_gradient = LayerSetting("pool")
     rescale = LayerSetting("rescaling", "scale")
     offset = LayerSetting("rescaling")
 
@@ -169,16 +177,42 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             dtype=policy,
             name="patch_sampler",
         )
-        self.pool = WeightedLogitPool(
-            logit_scale,
-            attention_gradient=attention_gradient,
-            dtype=policy,
-            name="weighted_logit_pool",
-        )
+        if self.estimator == "reinforce":
+            self.pool = WeightedLogitPool(
+                logit_scale,
+                attention_gradient=attention_gradient,
+                dtype=policy,
+                name="weighted_logit_pool",
+            )
+        else:
+            self.pool = ExpectationPool(
+                replace,
+                logit_scale=logit_scale,
+                activation="softmax",
+                dtype=policy,
+                name="expectation_pool",
+            )
         self.downsample = Downsample(scale, dtype=policy, name="downsample")
         self.rescaling = keras.layers.Rescaling(
             1.0 if rescale is None else rescale, offset, dtype=policy, name="rescaling"
         )
+
+    @property
+    def attention_gradient(self):
+        """Whether the classification loss reaches the attention network
+        (`pool.attention_gradient` with REINFORCE, always with the
+        expectation estimator)."""
+        return getattr(self.pool, "attention_gradient", True)
+
+    @attention_gradient.setter
+    def attention_gradient(self, value):
+        if not isinstance(self.pool, WeightedLogitPool):
+            raise AttributeError(
+                "AttentionSamplingModel.attention_gradient is fixed with "
+                f"estimator={self.estimator!r}."
+            )
+        self.pool.attention_gradient = bool(value)
+        drop_compiled_functions(self)
 
     def build(self, input_shape):
         image_shape, view_shape = _split(input_shape)
@@ -272,7 +306,13 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             ops.exp(log_attention), images, cells, image_index=image_index
         )
         patch_logits = self.feature_network(self.rescaling(patches), training=training)
-        y_pred = self.pool([patch_logits, sampled_attention])
+        if isinstance(self.pool, ExpectationPool):
+            # In draw order, with the sampler's scheme: the one owner of it.
+            y_pred = self.pool(
+                [patch_logits, sampled_attention], replace=self.sampler.replace
+            )
+        else:
+            y_pred = self.pool([patch_logits, sampled_attention])
         if not return_details:
             return y_pred
         return {

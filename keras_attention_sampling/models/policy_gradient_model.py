@@ -1,6 +1,7 @@
 import keras
 
 from keras_attention_sampling import sampling
+from keras_attention_sampling.layers.expectation_pool import ExpectationPool
 from keras_attention_sampling.layers.patch_sampler import PatchSampler
 from keras_attention_sampling.policy_gradient.trainer import (
     POLICY_ARGUMENTS,
@@ -86,10 +87,32 @@ class PolicyGradientModel(PolicyGradientMixin, keras.Model):
                 f"found {len(samplers)}."
             )
         sampler = samplers[0]
+        self._check_estimator(sampler)
         attention = sampler.input[0]
         self._sampler = _Unsaved(sampler)
         self._policy_view = _Unsaved(self._graph_with_draws(sampler))
         self._attention_network = _Unsaved(keras.Model(self.inputs, attention))
+
+    def _check_estimator(self, sampler):
+        pools = [layer for layer in self.layers if isinstance(layer, ExpectationPool)]
+        if self.estimator == "expectation" and not pools:
+            raise ValueError(
+                "PolicyGradientModel: estimator='expectation' needs an "
+                "ExpectationPool in the graph."
+            )
+        if self.estimator == "reinforce" and pools:
+            raise ValueError(
+                "PolicyGradientModel: the graph has an ExpectationPool; use "
+                "estimator='expectation' (REINFORCE would train the attention "
+                "twice)."
+            )
+        for pool in pools:
+            if pool.replace != sampler.replace:
+                raise ValueError(
+                    f"PolicyGradientModel: the ExpectationPool '{pool.name}' has "
+                    f"replace={pool.replace}, but the PatchSampler draws with "
+                    f"replace={sampler.replace}; give both the same."
+                )
 
     def _graph_with_draws(self, sampler):
         """The same graph, same layers, that also outputs the sampler's draws.

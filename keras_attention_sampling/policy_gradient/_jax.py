@@ -13,15 +13,23 @@ def _current_values(scope, variables, values):
     return updated
 
 
-def _stateless_policy_step(model, trainable, non_trainable, metrics, data, training):
+def _stateless_policy_step(
+    model, trainable, non_trainable, metrics, data, training, optimizer_variables=()
+):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    # The optimiser's variables are read (its step, by an entropy schedule;
+    # its loss scale), never written, by the step.
+    optimizer = list(model.optimizer.variables) if optimizer_variables else []
     mapping = (
         list(zip(model.trainable_variables, trainable))
         + list(zip(model.non_trainable_variables, non_trainable))
         + list(zip(model.metrics_variables, metrics))
+        + list(zip(optimizer, optimizer_variables))
     )
     with keras.StatelessScope(state_mapping=mapping) as scope:
         loss = model.policy_step(x, y, sample_weight, training=training)
+        if training:
+            loss = model.optimizer.scale_loss(loss)
     non_trainable = _current_values(scope, model.non_trainable_variables, non_trainable)
     metrics = _current_values(scope, model.metrics_variables, metrics)
     return loss, (non_trainable, metrics)
@@ -37,13 +45,15 @@ def train_step(model, state, data):
     trainable, non_trainable, optimizer_variables, metrics = state
 
     def loss_fn(trainable, non_trainable, metrics):
-        loss, aux = _stateless_policy_step(
-            model, trainable, non_trainable, metrics, data, training=True
+        return _stateless_policy_step(
+            model,
+            trainable,
+            non_trainable,
+            metrics,
+            data,
+            training=True,
+            optimizer_variables=optimizer_variables,
         )
-        mapping = list(zip(model.optimizer.variables, optimizer_variables))
-        with keras.StatelessScope(state_mapping=mapping):
-            loss = model.optimizer.scale_loss(loss)
-        return loss, aux
 
     (_, (non_trainable, metrics)), gradients = jax.value_and_grad(
         loss_fn, has_aux=True

@@ -13,6 +13,8 @@ from keras_attention_sampling._settings import (
 from keras_attention_sampling.policy_gradient import reinforce
 from keras_attention_sampling.policy_gradient.reward_baseline import RewardBaseline
 
+ESTIMATORS = ("reinforce", "expectation")
+
 
 def default_attention_optimizer():
     """The reference notebook's attention optimiser: Adam 1e-3, `beta_1=0.999`."""
@@ -68,11 +70,14 @@ class PolicyGradientMixin:
     `(B, N)` (from the sampler that drew the cells), and
     `attention_variables()`.
 
-    One total loss is differentiated: the mean classification loss (which
-    reaches only the feature side, since the pool holds the attention
-    constant) plus the mean REINFORCE surrogate (which reaches only the
-    attention network). A `keras.optimizers.MultiOptimizer` then applies each
-    variable's gradient with its own optimiser, so checkpoints carry both
+    One total loss is differentiated. With `estimator="reinforce"` it is the
+    mean classification loss (which reaches only the feature side, since the
+    pool holds the attention constant) plus the mean REINFORCE surrogate
+    (which reaches only the attention network). With `"expectation"` the pool
+    is an `ExpectationPool`, whose unbiased gradient carries the
+    classification loss to the attention network too, and only the entropy
+    regulariser is added. A `keras.optimizers.MultiOptimizer` then applies
+    each variable's gradient with its own optimiser, so checkpoints carry both
     optimisers' state. Only the gradient plumbing differs per backend
     (`_tensorflow.py`, `_jax.py` and `_torch.py` beside this module).
 
@@ -81,13 +86,19 @@ class PolicyGradientMixin:
 
     Args:
         *args: the model's own positional arguments.
+        estimator: `"reinforce"` (the reference notebook's: a score-function
+            gradient of the expected reward) or `"expectation"` (the original
+            paper's: the classification loss through an `ExpectationPool`).
         reward: `"bounded"` gives `exp(-L)` (the reference notebook's),
             `"negative_loss"` gives `-L`.
         baseline: `"mean"` (batch mean, the reference notebook's),
             `"leave_one_out"`, `"moving_average"` or `"none"`; see
             `RewardBaseline`, which owns it.
         baseline_momentum: decay of the moving-average baseline.
-        entropy_weight: weight `lambda` of the entropy regulariser.
+        entropy_weight: weight `lambda` of the entropy regulariser: a number,
+            or a `keras.optimizers.schedules.LearningRateSchedule` of the
+            attention optimiser's step (e.g. `PolynomialDecay(0.05, 10000,
+            0.005)` to explore less as training goes on).
         samples_per_image: independent draws of patches per image in a
             training batch (the reference notebook's 4).
         **kwargs: the model's other arguments.
@@ -96,6 +107,7 @@ class PolicyGradientMixin:
     def __init__(
         self,
         *args,
+        estimator="reinforce",
         reward="bounded",
         baseline="mean",
         baseline_momentum=0.9,
@@ -104,6 +116,12 @@ class PolicyGradientMixin:
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if estimator not in ESTIMATORS:
+            raise ValueError(
+                f"{type(self).__name__}: estimator must be one of {ESTIMATORS}. "
+                f"Received: estimator={estimator!r}"
+            )
+        self._estimator = estimator
         self.reward = reward
         self.entropy_weight = entropy_weight
         self.samples_per_image = samples_per_image
@@ -112,6 +130,12 @@ class PolicyGradientMixin:
         )
         self.entropy_tracker = keras.metrics.Mean(name="entropy")
         self.reward_tracker = keras.metrics.Mean(name="reward")
+
+    @property
+    def estimator(self):
+        """`"reinforce"` or `"expectation"`, fixed at construction (it decides
+        which pool the model has)."""
+        return self._estimator
 
     baseline = LayerSetting("reward_baseline", "mode")
     baseline_momentum = LayerSetting("reward_baseline", "momentum")
@@ -133,13 +157,24 @@ class PolicyGradientMixin:
 
     @property
     def entropy_weight(self):
-        """Weight of the entropy regulariser."""
+        """Weight of the entropy regulariser: a number or a schedule."""
         return self._entropy_weight
 
     @entropy_weight.setter
     def entropy_weight(self, value):
-        self._entropy_weight = float(value)
+        if isinstance(value, dict):  # as get_config stores a schedule
+            value = keras.saving.deserialize_keras_object(value)
+        if not isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+            value = float(value)
+        self._entropy_weight = value
         drop_compiled_functions(self)
+
+    def entropy_weight_now(self):
+        """The entropy weight at the attention optimiser's current step."""
+        if isinstance(self._entropy_weight, float):
+            return self._entropy_weight
+        step = self.attention_optimizer.iterations
+        return ops.cast(self._entropy_weight(step), "float32")
 
     @property
     def samples_per_image(self):
@@ -157,7 +192,12 @@ class PolicyGradientMixin:
         drop_compiled_functions(self)
 
     def _policy_config(self):
-        return {name: getattr(self, name) for name in POLICY_ARGUMENTS}
+        config = {name: getattr(self, name) for name in POLICY_ARGUMENTS}
+        if not isinstance(config["entropy_weight"], float):
+            config["entropy_weight"] = keras.saving.serialize_keras_object(
+                config["entropy_weight"]
+            )
+        return config
 
     # -- compilation -------------------------------------------------------
 
@@ -268,21 +308,28 @@ class PolicyGradientMixin:
         classification = ops.sum(per_image * weights) / ops.cast(batch, "float32")
 
         rewards = reinforce.reward_from_loss(per_image, self.reward)
-        baseline = self.reward_baseline(rewards, training=training, samples_per_image=k)
-        surrogate = reinforce.policy_surrogate(
-            outputs["draw_log_probs"],
-            rewards,
-            baseline,
-            log_attention,
-            self.entropy_weight,
-        )
+        entropy = reinforce.attention_entropy(log_attention)
+        if self.estimator == "reinforce":
+            baseline = self.reward_baseline(
+                rewards, training=training, samples_per_image=k
+            )
+            surrogate = reinforce.policy_surrogate(
+                outputs["draw_log_probs"],
+                rewards,
+                baseline,
+                log_attention,
+                self.entropy_weight_now(),
+            )
+        else:
+            # The pool already carries the loss to the attention network.
+            surrogate = -self.entropy_weight_now() * entropy
         attention_loss = ops.sum(surrogate * weights) / ops.cast(batch, "float32")
         total = classification + attention_loss
         if self.losses:
             total = total + sum(self.losses)
 
         self._loss_tracker.update_state(classification, sample_weight=batch)
-        self.entropy_tracker.update_state(reinforce.attention_entropy(log_attention))
+        self.entropy_tracker.update_state(entropy)
         self.reward_tracker.update_state(rewards)
         self.compute_metrics(x, y, y_pred, sample_weight)
         return total
