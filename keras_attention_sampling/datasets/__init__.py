@@ -8,7 +8,9 @@
   or slide-level splits;
 * `Augment` augments ``uint8`` batches on the host with numpy;
 * `with_views` makes the model's view on the host, outside the training
-  step.
+  step;
+* `textured_needles` and `MegapixelDigits` are learning tasks whose evidence
+  is small and local: a textured patch on noise, and Megapixel MNIST.
 """
 
 from keras_attention_sampling.datasets.augment import Augment
@@ -21,6 +23,8 @@ from keras_attention_sampling.datasets.image_folder import (
     read_image_size,
     slide_id_from_path,
 )
+from keras_attention_sampling.datasets.megapixel_digits import MegapixelDigits
+from keras_attention_sampling.datasets.needles import NEEDLE_CLASSES, textured_needles
 from keras_attention_sampling.datasets.sequence import ImageSequence, ImageSource
 from keras_attention_sampling.datasets.splits import split_by_group, split_random
 from keras_attention_sampling.datasets.synthetic import (
@@ -33,11 +37,13 @@ from keras_attention_sampling.datasets.views import with_views
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "NEEDLE_CLASSES",
     "SYNTHETIC_CLASS_NAMES",
     "Augment",
     "ImageFolderIndex",
     "ImageSequence",
     "ImageSource",
+    "MegapixelDigits",
     "SyntheticLymphoma",
     "SyntheticSample",
     "fit_to_size",
@@ -48,5 +54,6 @@ __all__ = [
     "slide_id_from_path",
     "split_by_group",
     "split_random",
+    "textured_needles",
     "with_views",
 ]
