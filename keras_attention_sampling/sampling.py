@@ -9,6 +9,9 @@ likely a draw was (the policy gradient needs it), `cells_to_centres` places
 them and `gather_patches` cuts their patches.
 """
 
+import contextlib
+import contextvars
+
 import keras
 from keras import ops, random
 
@@ -52,6 +55,45 @@ def safe_log(probabilities):
     """
     probabilities = ops.cast(probabilities, "float32")
     return ops.log(ops.maximum(probabilities, _TINY))
+
+
+_SEED_SALT = contextvars.ContextVar("seed_salt", default=None)
+
+
+@contextlib.contextmanager
+def seed_salt(salt):
+    """Mixes `salt` into the seed of every sampler that draws inside the block.
+
+    Data-parallel replicas that each run the step on their shard share one
+    copy of a sampler's seed state, so they would draw the same cells for the
+    same position in their shards. Each replica's backend plumbing passes its
+    replica id here (a Python int or a scalar tensor), which gives every
+    replica its own stream of draws.
+    """
+    token = _SEED_SALT.set(salt)
+    try:
+        yield
+    finally:
+        _SEED_SALT.reset(token)
+
+
+def salted(seed_generator):
+    """`seed_generator`, or inside `seed_salt` a view of it with the salt mixed in."""
+    salt = _SEED_SALT.get()
+    return seed_generator if salt is None else _SaltedSeed(seed_generator, salt)
+
+
+class _SaltedSeed(random.SeedGenerator):
+    # A view of another generator (no state of its own): its seeds move the
+    # first word by the salt, so two salts give two independent streams.
+    def __init__(self, generator, salt):  # shares `generator`'s state
+        self.generator = generator
+        self.salt = salt
+
+    def next(self, ordered=True):
+        seed = self.generator.next(ordered)
+        salt = ops.cast(self.salt, seed.dtype) * ops.cast(1_000_003, seed.dtype)
+        return seed + ops.stack([salt, ops.zeros_like(salt)])
 
 
 def sample_cells(log_probs, n_patches, replace=True, seed=None):

@@ -121,6 +121,11 @@ class AttentionMap(keras.layers.Layer):
                 self.block_layers.append(
                     keras.layers.BatchNormalization(
                         momentum=batch_norm_momentum,
+                        # Under tf.distribute, the global batch's statistics,
+                        # so replicas train as one device and their moving
+                        # statistics stay equal. JAX runs one program over
+                        # the global batch, and the flag is TF's alone.
+                        synchronized=keras.backend.backend() == "tensorflow",
                         dtype=self.dtype_policy,
                         name=f"batch_norm_{index}",
                     )

@@ -185,7 +185,10 @@ class PatchSampler(keras.layers.Layer):
         if not training and self.inference_sampling == "top_k":
             return sampling.top_cells(flat, self.n_patches)
         return sampling.sample_cells(
-            flat, self.n_patches, replace=self.replace, seed=self.seed_generator
+            flat,
+            self.n_patches,
+            replace=self.replace,
+            seed=sampling.salted(self.seed_generator),
         )
 
     def draw_log_prob(self, log_probs, cells):

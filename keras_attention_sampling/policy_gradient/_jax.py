@@ -71,3 +71,8 @@ def test_step(model, state, data):
         model, trainable, non_trainable, metrics, data, training=False
     )
     return _logs(model, metrics), (trainable, non_trainable, metrics)
+
+
+def predict_step(model, state, data):
+    # One program over the global batch: nothing to salt or reduce.
+    return keras.Model.predict_step(model, state, data)

@@ -27,6 +27,10 @@ class RewardBaseline(keras.layers.Layer):
         - **training**: update the moving average (only in training).
         - **samples_per_image**: number `k` of adjacent draws of each image
           in `rewards`, for `"leave_one_out"`.
+        - **batch_mean**: the mean reward of the whole batch, when `rewards`
+          is one replica's shard of it (data-parallel training passes the
+          global mean, so that the baseline is the one a single device
+          would use). Default: the mean of `rewards`.
 
     Returns:
         float32 baseline: a scalar, or `(B,)` for `"leave_one_out"`.
@@ -71,9 +75,10 @@ class RewardBaseline(keras.layers.Layer):
             )
         super().__setattr__(name, value)
 
-    def call(self, rewards, training=None, samples_per_image=1):
+    def call(self, rewards, training=None, samples_per_image=1, batch_mean=None):
         rewards = ops.cast(rewards, "float32")
-        batch_mean = ops.mean(rewards)
+        if batch_mean is None:
+            batch_mean = ops.mean(rewards)
         if self.mode == "none":
             return ops.zeros((), "float32")
         if self.mode == "mean":

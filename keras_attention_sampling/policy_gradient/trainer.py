@@ -1,5 +1,7 @@
 """The training step of attention sampling, written once for every backend."""
 
+import contextlib
+import contextvars
 import importlib
 import inspect
 
@@ -14,6 +16,23 @@ from keras_attention_sampling.policy_gradient import reinforce
 from keras_attention_sampling.policy_gradient.reward_baseline import RewardBaseline
 
 ESTIMATORS = ("reinforce", "expectation")
+
+_GLOBAL_MEAN = contextvars.ContextVar("global_mean", default=ops.mean)
+
+
+@contextlib.contextmanager
+def global_mean(mean):
+    """Inside the block, `policy_step` takes batch means with `mean`.
+
+    A data-parallel replica sees only its shard of the batch; its backend
+    plumbing passes a mean over every replica, so that the baseline is the
+    one a single device would compute on the whole batch.
+    """
+    token = _GLOBAL_MEAN.set(mean)
+    try:
+        yield
+    finally:
+        _GLOBAL_MEAN.reset(token)
 
 
 def default_attention_optimizer():
@@ -311,7 +330,10 @@ class PolicyGradientMixin:
         entropy = reinforce.attention_entropy(log_attention)
         if self.estimator == "reinforce":
             baseline = self.reward_baseline(
-                rewards, training=training, samples_per_image=k
+                rewards,
+                training=training,
+                samples_per_image=k,
+                batch_mean=_GLOBAL_MEAN.get()(rewards),
             )
             surrogate = reinforce.policy_surrogate(
                 outputs["draw_log_probs"],
@@ -339,6 +361,15 @@ class PolicyGradientMixin:
 
     def test_step(self, *args):
         return _backend_trainer().test_step(self, *args)
+
+    def _maybe_symbolic_build(self, *args, **kwargs):
+        # Called by Keras' TensorFlow trainer only, before `fit` under a
+        # strategy; see `_tensorflow.maybe_symbolic_build`.
+        return _backend_trainer().maybe_symbolic_build(self, *args, **kwargs)
+
+    def predict_step(self, *args):
+        # The plumbing gives each data-parallel replica its own draws.
+        return _backend_trainer().predict_step(self, *args)
 
 
 # The policy gradient's settings, as `get_config` stores them: the mixin's
