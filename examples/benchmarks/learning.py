@@ -22,7 +22,7 @@ Tasks (`uint8` in, the model's own normalisation unless a variant changes it):
   20 patches of 25x25, 2 draws per image, batch 8, 10 epochs, a random
   70/15/15 split; accuracy on the 27 test images.
 
-Variants: `defaults`; `[0, 1] inputs` (`rescale=1/255, offset=0`, the
+Variants: `defaults`; `inputs in 0..1` (`rescale=1/255, offset=0`, the
 reference notebook's); `expectation` (the original paper's estimator);
 `leave-one-out` baseline; attention Adam `beta_1=0.9`; `entropy 0.01`;
 `uniform start` (`AttentionMap(head_initializer="zeros")`); `mixing 0.1`
@@ -47,7 +47,7 @@ KEY = ("task", "variant", "seed")
 TASKS = ("needles", "digits", "lymphoma")
 VARIANTS = {
     "defaults": {},
-    "[0, 1] inputs": {"model": {"rescale": 1 / 255, "offset": 0.0}},
+    "inputs in 0..1": {"model": {"rescale": 1 / 255, "offset": 0.0}},
     "expectation": {"model": {"estimator": "expectation"}},
     "leave-one-out": {"model": {"baseline": "leave_one_out"}},
     "attention beta_1 0.9": {"attention_beta_1": 0.9},
