@@ -11,10 +11,12 @@ cross-entropy.
 from keras_attention_sampling import datasets, policy_gradient, sampling, visualize
 from keras_attention_sampling.layers import (
     AttentionMap,
+    AutoregressiveSampler,
     Downsample,
     ExpectationPool,
     NormalizedFeature,
     PatchSampler,
+    SequenceHead,
     WeightedLogitPool,
     patch_backbone,
 )
@@ -26,6 +28,7 @@ __version__ = "0.2.0"
 __all__ = [
     "AttentionMap",
     "AttentionSamplingModel",
+    "AutoregressiveSampler",
     "Downsample",
     "ExpectationPool",
     "NormalizedFeature",
@@ -33,6 +36,7 @@ __all__ = [
     "PolicyGradientMixin",
     "PolicyGradientModel",
     "RewardBaseline",
+    "SequenceHead",
     "WeightedLogitPool",
     "datasets",
     "patch_backbone",

@@ -4,6 +4,8 @@
   boxes around the sampled patches and an optional caption;
 * `explanation_picture`: the image with its patches outlined next to the
   same image under its attention, captioned;
+* `sequence_picture`: an `AutoregressiveSampler`'s draws, numbered in
+  order, over a strip of the map each draw was made from;
 * `patch_grid`: the sampled patches side by side, enlarged, with their
   attention weights;
 * `save_png`: write either to disk.
@@ -298,6 +300,89 @@ def explanation_picture(
     )
     white = np.full((left.shape[0], int(gap), 3), 255, np.uint8)
     return np.concatenate([left, white, right], axis=1)
+
+
+def sequence_picture(
+    image,
+    step_attention,
+    positions,
+    patch_size: int | Sequence[int],
+    *,
+    colormap: str | np.ndarray = "jet",
+    box_color: Sequence[int] = (255, 255, 255),
+    strip_height: int | None = None,
+) -> np.ndarray:
+    """A sequence of draws: numbered boxes, and the map of each step.
+
+    The image with each drawn patch outlined and numbered in draw order
+    (1 is the first draw), above a strip of thumbnails: the map draw `n`
+    was made from, under the number `n`, each blended over the image by
+    `attention_overlay`. For `AttentionSamplingModel.explain` with an
+    `AutoregressiveSampler`: `step_attention` is `explain(...)
+    ["step_attention"][i]`.
+
+    Args:
+        image: `(H, W, C)` image, as for `attention_overlay`.
+        step_attention: `(N, h, w)` maps, one per draw, in draw order.
+        positions: `(N, 2)` patch centres `(y, x)`, in draw order.
+        patch_size: patch side `p` or `(ph, pw)`.
+        colormap: colour map of the thumbnails; see `colormap_lut`.
+        box_color: RGB of the outlines and numbers.
+        strip_height: height of the thumbnails; default a quarter of the
+            image's.
+
+    Returns:
+        An RGB `uint8` array.
+
+    Examples:
+        >>> import numpy as np
+        >>> picture = sequence_picture(
+        ...     np.zeros((64, 64, 3), "uint8"), np.ones((2, 8, 8)) / 64,
+        ...     [[16, 16], [40, 48]], 16)
+        >>> picture.shape[1], picture.shape[0] > 64
+        (64, True)
+    """
+    caller = "sequence_picture"
+    rgb = _image_to_rgb(image, caller)
+    maps = _to_numpy(step_attention, "step_attention", caller)
+    positions = _to_numpy(positions, "positions", caller)
+    if maps.ndim != 3 or len(maps) != len(positions):
+        raise ValueError(
+            f"{caller}: step_attention must be (N, h, w) with one map per position; "
+            f"got {maps.shape} for {len(positions)} positions."
+        )
+    height, width = rgb.shape[:2]
+    top = attention_overlay(
+        rgb, maps.mean(axis=0), positions, patch_size, alpha=0.0, box_color=box_color
+    )
+    picture = Image.fromarray(top)
+    draw = ImageDraw.Draw(picture)
+    font = _font(max(10, height // 20))
+    sizes = np.asarray(patch_size).reshape(-1).astype(int).tolist()
+    patch_h, patch_w = sizes * 2 if len(sizes) == 1 else sizes
+    for number, position in enumerate(positions, start=1):
+        extent = _box_extent(position, patch_h, patch_w, height, width)
+        if extent is not None:
+            draw.text(
+                (extent[1] + 2, extent[0] + 1),
+                str(number),
+                fill=tuple(int(c) for c in box_color),
+                font=font,
+            )
+    strip_height = strip_height or max(16, height // 4)
+    thumb_width = max(1, round(strip_height * width / height))
+    label_font = _font(max(10, strip_height // 5))
+    strip = Image.new("RGB", (width, strip_height), (255, 255, 255))
+    step = width / len(maps)
+    for number, attention in enumerate(maps, start=1):
+        thumb = Image.fromarray(attention_overlay(rgb, attention, colormap=colormap))
+        thumb = thumb.resize((min(thumb_width, int(step) - 2), strip_height - 2))
+        left = int((number - 1) * step) + 1
+        strip.paste(thumb, (left, 1))
+        ImageDraw.Draw(strip).text(
+            (left + 2, 2), str(number), fill=(255, 255, 255), font=label_font
+        )
+    return np.concatenate([np.asarray(picture), np.asarray(strip)], axis=0)
 
 
 def _boxes(positions, patch_size, box_color, box_width, image_shape):

@@ -273,3 +273,24 @@ def test_overlay_rectangular_patch_size():
     green = np.all(out == GREEN, axis=-1)
     rows, cols = np.nonzero(green)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (8, 11, 6, 13)
+
+
+def test_sequence_picture_numbers_the_draws_and_strips_the_maps():
+    from keras_attention_sampling.visualize import sequence_picture
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    maps = np.zeros((2, 8, 8))
+    maps[0, 1, 1] = maps[1, 5, 6] = 1.0
+    positions = [[12, 12], [44, 52]]
+    picture = sequence_picture(image, maps, positions, 20, colormap="gray")
+    assert picture.shape == (64 + 16, 64, 3)
+    top, strip = picture[:64], picture[64:]
+    # Inside the first box, past its 2-pixel outline: the number "1".
+    assert (top[5:14, 5:14] > 150).all(axis=-1).any()  # anti-aliased text
+    # Each thumbnail shows its own map: the second map's bright cell is in
+    # the bottom-right quarter, the first map's is not (its number sits top
+    # left, in white, so that quarter is left out).
+    first, second = strip[1:15, 1:15].mean(-1), strip[1:15, 33:47].mean(-1)
+    assert second[7:, 7:].max() > 60 > first[7:, 7:].max()
+    with pytest.raises(ValueError, match="sequence_picture: step_attention"):
+        sequence_picture(image, maps[:1], positions, 20)

@@ -9,8 +9,9 @@
 * `Augment` augments ``uint8`` batches on the host with numpy;
 * `with_views` makes the model's view on the host, outside the training
   step;
-* `textured_needles` and `MegapixelDigits` are learning tasks whose evidence
-  is small and local: a textured patch on noise, and Megapixel MNIST.
+* `textured_needles`, `needle_pairs` and `MegapixelDigits` are learning
+  tasks whose evidence is small and local: a textured patch on noise, two
+  that must agree, and Megapixel MNIST.
 """
 
 from keras_attention_sampling.datasets.augment import Augment
@@ -24,7 +25,11 @@ from keras_attention_sampling.datasets.image_folder import (
     slide_id_from_path,
 )
 from keras_attention_sampling.datasets.megapixel_digits import MegapixelDigits
-from keras_attention_sampling.datasets.needles import NEEDLE_CLASSES, textured_needles
+from keras_attention_sampling.datasets.needles import (
+    NEEDLE_CLASSES,
+    needle_pairs,
+    textured_needles,
+)
 from keras_attention_sampling.datasets.sequence import ImageSequence, ImageSource
 from keras_attention_sampling.datasets.splits import split_by_group, split_random
 from keras_attention_sampling.datasets.synthetic import (
@@ -49,6 +54,7 @@ __all__ = [
     "fit_to_size",
     "index_image_folder",
     "make_synthetic_lymphoma",
+    "needle_pairs",
     "read_image",
     "read_image_size",
     "slide_id_from_path",

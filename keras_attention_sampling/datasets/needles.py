@@ -50,3 +50,55 @@ def textured_needles(n, image_size=96, needle_size=12, seed=0):
         patch = (16 + 96 * textures[label]).astype(np.uint8)
         image[top : top + needle_size, left : left + needle_size] = patch[..., None]
     return images, labels, corners
+
+
+def needle_pairs(n, image_size=96, needle_size=12, seed=0):
+    """Two needles far apart; the class is whether their textures agree.
+
+    Each image is `textured_needles`' noise with two needles, one in the
+    left third and one in the right third, each of horizontal or vertical
+    stripes. The label is 0 when both show the same texture and 1 when they
+    differ, so no single patch can tell the class: a useful pair of patches
+    needs one from each needle.
+
+    Args:
+        n: number of images.
+        image_size: side of the square images (at least 3 needles wide).
+        needle_size: side of each needle (even).
+        seed: seed of the images, labels and positions.
+
+    Returns:
+        Tuple `(images, labels, corners)`: `uint8` `(n, image_size,
+        image_size, 3)`, `int` `(n,)` and the needles' top-left corners
+        `(n, 2, 2)` (left needle first).
+
+    Examples:
+        >>> images, labels, corners = needle_pairs(4, seed=0)
+        >>> images.shape, sorted(set(labels.tolist())) <= [0, 1], corners.shape
+        ((4, 96, 96, 3), True, (4, 2, 2))
+    """
+    if needle_size % 2 or 3 * needle_size > image_size:
+        raise ValueError(
+            "needle_pairs: needle_size must be even and a third of the image at "
+            f"most. Received: needle_size={needle_size}, image_size={image_size}"
+        )
+    rng = np.random.default_rng(seed)
+    images = rng.integers(96, 225, (n, image_size, image_size, 3)).astype(np.uint8)
+    textures = rng.integers(0, 2, (n, 2))  # 0: horizontal, 1: vertical stripes
+    third = image_size // 3
+    tops = rng.integers(0, image_size - needle_size + 1, (n, 2))
+    lefts = np.stack(
+        [
+            rng.integers(0, third - needle_size + 1, n),
+            rng.integers(2 * third, image_size - needle_size + 1, n),
+        ],
+        axis=1,
+    )
+    rows, cols = np.mgrid[:needle_size, :needle_size]
+    stripes = np.stack([rows % 2, cols % 2])
+    for image, kinds, top, left in zip(images, textures, tops, lefts):
+        for kind, y, x in zip(kinds, top, left):
+            patch = (16 + 96 * stripes[kind]).astype(np.uint8)
+            image[y : y + needle_size, x : x + needle_size] = patch[..., None]
+    labels = (textures[:, 0] != textures[:, 1]).astype(int)
+    return images, labels, np.stack([tops, lefts], axis=-1)

@@ -1,3 +1,5 @@
+import inspect
+
 import keras
 import numpy as np
 from keras import ops
@@ -9,10 +11,12 @@ from keras_attention_sampling._settings import (
     renamed_keyword,
 )
 from keras_attention_sampling.layers.attention_map import AttentionMap
+from keras_attention_sampling.layers.autoregressive_sampler import AutoregressiveSampler
 from keras_attention_sampling.layers.downsample import Downsample
 from keras_attention_sampling.layers.expectation_pool import ExpectationPool
 from keras_attention_sampling.layers.normalized_feature import NormalizedFeature
 from keras_attention_sampling.layers.patch_sampler import PatchSampler
+from keras_attention_sampling.layers.sequence_head import SequenceHead
 from keras_attention_sampling.layers.weighted_logit_pool import WeightedLogitPool
 from keras_attention_sampling.policy_gradient.trainer import PolicyGradientMixin
 
@@ -60,8 +64,18 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             `AttentionMap` (and only it) gives the policy gradient exact
             log-probabilities.
         feature_network: a layer mapping patches `(B, N, p, p, C)` to
-            `(B, N, num_classes)`; default `NormalizedFeature(num_classes)`
-            with the reference notebook's backbone.
+            `(B, N, D)` features (`D = num_classes` for the pools); default
+            `NormalizedFeature(num_classes)` with the reference notebook's
+            backbone.
+        sampler: the part that draws the cells: a `PatchSampler` (built
+            from the sampler arguments below when not given) or an
+            `AutoregressiveSampler`. When given, it owns `n_patches`,
+            `patch_size`, `replace`, `padding`, `inference_sampling` and
+            `seed`: leave those arguments out.
+        head: the part that turns the patches' features into the
+            prediction, in place of the pool: a `SequenceHead`, say (with
+            REINFORCE). When given, leave `logit_scale` and
+            `attention_gradient` out.
         scale: average-pooling factor of the view (1 for none).
         n_patches: patches per image.
         patch_size: patch side in full-resolution pixels.
@@ -132,6 +146,8 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         num_classes,
         attention_network=None,
         feature_network=None,
+        sampler=None,
+        head=None,
         scale=5,
         n_patches=20,
         patch_size=50,
@@ -167,7 +183,18 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         self.feature_network = feature_network or NormalizedFeature(
             self.num_classes, dtype=policy, name="normalized_feature"
         )
-        self.sampler = PatchSampler(
+        given = dict(
+            n_patches=n_patches,
+            patch_size=patch_size,
+            replace=replace,
+            padding=padding,
+            inference_sampling=inference_sampling,
+            seed=seed,
+            logit_scale=logit_scale,
+            attention_gradient=attention_gradient,
+        )
+        _check_parts(sampler, head, given, self.estimator)
+        self.sampler = sampler or PatchSampler(
             n_patches,
             patch_size,
             replace=replace,
@@ -177,7 +204,9 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             dtype=policy,
             name="patch_sampler",
         )
-        if self.estimator == "reinforce":
+        if head is not None:
+            self.pool = head
+        elif self.estimator == "reinforce":
             self.pool = WeightedLogitPool(
                 logit_scale,
                 attention_gradient=attention_gradient,
@@ -201,8 +230,10 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
     def attention_gradient(self):
         """Whether the classification loss reaches the attention network
         (`pool.attention_gradient` with REINFORCE, always with the
-        expectation estimator)."""
-        return getattr(self.pool, "attention_gradient", True)
+        expectation estimator, never through a head)."""
+        return getattr(
+            self.pool, "attention_gradient", isinstance(self.pool, ExpectationPool)
+        )
 
     @attention_gradient.setter
     def attention_gradient(self, value):
@@ -213,6 +244,11 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             )
         self.pool.attention_gradient = bool(value)
         drop_compiled_functions(self)
+
+    @property
+    def head(self):
+        """The part that makes the prediction: the pool, or the given head."""
+        return self.pool
 
     def build(self, input_shape):
         image_shape, view_shape = _split(input_shape)
@@ -238,23 +274,38 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
                 "AttentionSamplingModel: the attention network must return "
                 f"(B, h, w) probabilities, it returns shape {map_shape}."
             )
-        self.sampler.build((map_shape, image_shape))
         patch_shape = self.sampler.compute_output_shape((map_shape, image_shape))[0]
         if not self.feature_network.built:
             self.feature_network.build(patch_shape)
         feature_shape = tuple(self.feature_network.compute_output_shape(patch_shape))
-        if feature_shape[-1] != self.num_classes:
-            raise ValueError(
-                "AttentionSamplingModel: the feature network gives vectors of "
-                f"{feature_shape[-1]} values, not one per class "
-                f"(num_classes={self.num_classes})."
-            )
-        self.pool.build((feature_shape, patch_shape[:2]))
+        if isinstance(self.sampler, AutoregressiveSampler):
+            self.sampler.build((map_shape, image_shape, feature_shape))
+        else:
+            self.sampler.build((map_shape, image_shape))
+        if isinstance(self.pool, SequenceHead):
+            if self.pool.units != self.num_classes:
+                raise ValueError(
+                    f"AttentionSamplingModel: the head gives {self.pool.units} "
+                    f"outputs, not one per class (num_classes={self.num_classes})."
+                )
+            self.pool.build((feature_shape, (*patch_shape[:2], 2)))
+        else:
+            if feature_shape[-1] != self.num_classes:
+                raise ValueError(
+                    "AttentionSamplingModel: the feature network gives vectors of "
+                    f"{feature_shape[-1]} values, not one per class "
+                    f"(num_classes={self.num_classes})."
+                )
+            self.pool.build((feature_shape, patch_shape[:2]))
         self.built = True
 
     def attention_variables(self):
-        """Trainable variables of the attention network."""
-        return self.attention_network.trainable_variables
+        """Trainable variables of the policy: the attention network's, and
+        an `AutoregressiveSampler`'s own."""
+        return (
+            self.attention_network.trainable_variables
+            + self.sampler.trainable_variables
+        )
 
     def policy_forward(self, images, training=False, samples_per_image=1):
         """Runs the whole pipeline and returns every intermediate result.
@@ -301,12 +352,38 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             image_index = ops.repeat(
                 ops.arange(ops.shape(images)[0], dtype="int32"), samples_per_image
             )
-        cells = self.sampler.sample(log_attention, training=training)
-        patches, sampled_attention, positions = self.sampler.extract(
-            ops.exp(log_attention), images, cells, image_index=image_index
-        )
-        patch_logits = self.feature_network(self.rescaling(patches), training=training)
-        if isinstance(self.pool, ExpectationPool):
+        details = {}
+        if isinstance(self.sampler, AutoregressiveSampler):
+
+            def encode(patches):
+                return self.feature_network(self.rescaling(patches), training=training)
+
+            details = self.sampler.draw(
+                log_attention,
+                images,
+                encode,
+                training=training,
+                image_index=image_index,
+            )
+            cells, patches = details["cells"], details["patches"]
+            sampled_attention, positions = (
+                details["sampled_attention"],
+                details["positions"],
+            )
+            patch_logits = details["features"]
+        else:
+            cells = self.sampler.sample(log_attention, training=training)
+            patches, sampled_attention, positions = self.sampler.extract(
+                ops.exp(log_attention), images, cells, image_index=image_index
+            )
+            patch_logits = self.feature_network(
+                self.rescaling(patches), training=training
+            )
+            details["draw_log_probs"] = self.sampler.draw_log_prob(log_attention, cells)
+        if isinstance(self.pool, SequenceHead):
+            size = ops.cast(ops.shape(images)[1:3], "float32")
+            y_pred = self.pool([patch_logits, positions / size], training=training)
+        elif isinstance(self.pool, ExpectationPool):
             # In draw order, with the sampler's scheme: the one owner of it.
             y_pred = self.pool(
                 [patch_logits, sampled_attention], replace=self.sampler.replace
@@ -315,16 +392,20 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             y_pred = self.pool([patch_logits, sampled_attention])
         if not return_details:
             return y_pred
-        return {
+        outputs = {
             "y_pred": y_pred,
             "log_attention": log_attention,
             "cells": cells,
-            "draw_log_probs": self.sampler.draw_log_prob(log_attention, cells),
+            "draw_log_probs": details["draw_log_probs"],
             "positions": positions,
             "sampled_attention": sampled_attention,
             "patches": patches,
             "patch_logits": patch_logits,
         }
+        for key in ("entropy", "step_log_attention"):  # an AutoregressiveSampler's
+            if key in details:
+                outputs[key] = details[key]
+        return outputs
 
     def compute_output_shape(self, input_shape):
         return (_split(input_shape)[0][0], self.num_classes)
@@ -344,8 +425,11 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             Dict of numpy arrays: `probabilities` `(B, classes)`, `attention`
             `(B, h, w)`, `cells` `(B, N)`, `positions` `(B, N, 2)` patch
             centres `(y, x)` in pixels, `sampled_attention` `(B, N)`,
-            `patch_logits` `(B, N, classes)` and `patches` `(B, N, p, p, C)`
-            as cut from the images (their dtype, before normalisation).
+            `patch_logits` `(B, N, D)` and `patches` `(B, N, p, p, C)` as cut
+            from the images (their dtype, before normalisation). With an
+            `AutoregressiveSampler`, also `step_attention` `(B, N, h, w)`:
+            the map each draw was made from, in draw order (`cells` is in
+            that order too).
         """
         keys = (
             "y_pred",
@@ -356,6 +440,8 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             "patch_logits",
             "patches",
         )
+        if isinstance(self.sampler, AutoregressiveSampler):
+            keys += ("step_log_attention",)
         parts = {key: [] for key in keys}
         pixels = _split(images)[0]
         for start in range(0, len(pixels), batch_size):
@@ -370,6 +456,8 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         result = {key: np.concatenate(value) for key, value in parts.items()}
         result["probabilities"] = result.pop("y_pred")
         result["attention"] = np.exp(result.pop("log_attention"))
+        if "step_log_attention" in result:
+            result["step_attention"] = np.exp(result.pop("step_log_attention"))
         # Cut pixels are exact in the compute dtype; give them back as they were.
         result["patches"] = result["patches"].astype(np.asarray(pixels[:1]).dtype)
         return result
@@ -386,25 +474,27 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
                     self.feature_network
                 ),
                 "scale": self.scale,
-                "n_patches": self.n_patches,
-                "patch_size": self.patch_size,
-                "replace": self.replace,
-                "padding": self.padding,
-                "inference_sampling": self.inference_sampling,
-                "logit_scale": self.logit_scale,
-                "attention_gradient": self.attention_gradient,
                 "rescale": self.rescale,
                 "offset": self.offset,
-                "seed": self.seed,
                 **self._policy_config(),
             }
         )
+        # A sampler or head given as a part is stored whole; the default ones
+        # by the arguments that rebuild them.
+        if type(self.sampler) is PatchSampler:
+            config.update({name: getattr(self, name) for name in SAMPLER_ARGUMENTS})
+        else:
+            config["sampler"] = keras.saving.serialize_keras_object(self.sampler)
+        if isinstance(self.pool, (WeightedLogitPool, ExpectationPool)):
+            config.update({name: getattr(self, name) for name in POOL_ARGUMENTS})
+        else:
+            config["head"] = keras.saving.serialize_keras_object(self.pool)
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("attention_network", "feature_network"):
+        for key in ("attention_network", "feature_network", "sampler", "head"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         if "offset" not in config:
@@ -414,6 +504,45 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             if config.get("rescale") is None:
                 config["rescale"] = 1.0
         return cls(**config)
+
+
+SAMPLER_ARGUMENTS = (
+    "n_patches",
+    "patch_size",
+    "replace",
+    "padding",
+    "inference_sampling",
+    "seed",
+)
+POOL_ARGUMENTS = ("logit_scale", "attention_gradient")
+
+
+def _check_parts(sampler, head, given, estimator):
+    """A given part owns its settings: the model's arguments for them must be
+    left at their defaults."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(
+            AttentionSamplingModel
+        ).parameters.items()
+    }
+    for part, names, label in (
+        (sampler, SAMPLER_ARGUMENTS, "sampler"),
+        (head, POOL_ARGUMENTS, "head"),
+    ):
+        changed = [
+            name for name in names if part is not None and given[name] != defaults[name]
+        ]
+        if changed:
+            raise ValueError(
+                f"AttentionSamplingModel: with a {label} given, set "
+                f"{', '.join(changed)} on the {label} itself (it owns them)."
+            )
+    if head is not None and estimator != "reinforce":
+        raise ValueError(
+            "AttentionSamplingModel: a head replaces the pool, so it needs "
+            f"estimator='reinforce'. Received: estimator={estimator!r}"
+        )
 
 
 def _split(inputs):

@@ -63,25 +63,32 @@ def attention_entropy(log_probs):
     return -ops.sum(ops.exp(log_probs) * log_probs, axis=-1)
 
 
-def policy_surrogate(draw_log_probs, rewards, baseline, log_probs, entropy_weight):
+def policy_surrogate(
+    draw_log_probs, rewards, baseline, log_probs=None, entropy_weight=0.0, entropy=None
+):
     """Per-image surrogate loss whose gradient is the REINFORCE estimate.
 
-    `-(r - b) * sum_n log p(s_n) + entropy_weight * sum a log a`. The advantage
-    `r - b` is a constant to autodiff. The second term is the negative entropy,
-    so minimising it with a positive weight keeps the attention spread out
-    (exploration); it is the reference notebook's regulariser.
+    `-(r - b) * sum_n log p(s_n | s_<n) - entropy_weight * H`. The advantage
+    `r - b` is a constant to autodiff. `H` is the attention's entropy, so
+    minimising the surrogate with a positive weight keeps the attention
+    spread out (exploration); it is the reference notebook's regulariser.
 
     Args:
-        draw_log_probs: float32 `(B, N)` log-probability of each draw (see
-            `PatchSampler.draw_log_prob`).
+        draw_log_probs: float32 `(B, N)` log-probability of each draw given
+            the earlier ones (see `PatchSampler.draw_log_prob`).
         rewards: float32 `(B,)`.
         baseline: float32 scalar or `(B,)`.
-        log_probs: float32 `(B, h, w)` or `(B, K)` full attention log-probs.
+        log_probs: float32 `(B, h, w)` or `(B, K)` full attention log-probs,
+            whose entropy is `H`.
         entropy_weight: the regulariser's weight `lambda`.
+        entropy: `(B,)` entropies to use instead of `log_probs`' (an
+            `AutoregressiveSampler` gives the mean entropy of its maps).
 
     Returns:
         float32 `(B,)` surrogate losses; average them over the batch.
     """
+    if entropy is None:
+        entropy = attention_entropy(log_probs)
     advantage = ops.stop_gradient(ops.cast(rewards, "float32") - baseline)
     score = ops.sum(draw_log_probs, axis=-1)
-    return -advantage * score - entropy_weight * attention_entropy(log_probs)
+    return -advantage * score - entropy_weight * entropy

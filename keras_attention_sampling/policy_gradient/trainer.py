@@ -86,7 +86,8 @@ class PolicyGradientMixin:
     attention map (`AttentionSamplingModel`, `PolicyGradientModel`). The model
     provides `policy_forward(x, training, samples_per_image)`, returning a
     dict with `y_pred`, `log_attention` `(B, h, w)` and `draw_log_probs`
-    `(B, N)` (from the sampler that drew the cells), and
+    `(B, N)` (from the sampler that drew the cells), and optionally
+    `entropy` `(B,)` (else the entropy of `log_attention`), and
     `attention_variables()`.
 
     One total loss is differentiated. With `estimator="reinforce"` it is the
@@ -327,7 +328,9 @@ class PolicyGradientMixin:
         classification = ops.sum(per_image * weights) / ops.cast(batch, "float32")
 
         rewards = reinforce.reward_from_loss(per_image, self.reward)
-        entropy = reinforce.attention_entropy(log_attention)
+        entropy = outputs.get("entropy")
+        if entropy is None:
+            entropy = reinforce.attention_entropy(log_attention)
         if self.estimator == "reinforce":
             baseline = self.reward_baseline(
                 rewards,
@@ -339,8 +342,8 @@ class PolicyGradientMixin:
                 outputs["draw_log_probs"],
                 rewards,
                 baseline,
-                log_attention,
-                self.entropy_weight_now(),
+                entropy_weight=self.entropy_weight_now(),
+                entropy=entropy,
             )
         else:
             # The pool already carries the loss to the attention network.
