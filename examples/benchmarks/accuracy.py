@@ -21,8 +21,8 @@ seeds, each a fresh process with the same data, epochs and optimisers:
   itself (`kas.Downsample(8)`), no patches.
 
 Digits need a feature network that sees shapes, so every variant uses the
-same small backbone (`DIGIT_BACKBONE`: Conv 32, max-pool, Conv 64, max-pool,
-Conv 64, global max-pool) instead of the reference notebook's texture CNN.
+same small backbone (`_common.digit_backbone`: Conv 32, max-pool, Conv 64,
+max-pool, Conv 64, global max-pool) instead of the reference notebook's texture CNN.
 Test accuracy is from `predict` on `--test` canvases.
 
 Targets (at the committed setting): the better estimator at >= 90% with 10
@@ -48,23 +48,6 @@ VARIANTS = ("reinforce", "expectation", "uniform", "downsampled CNN")
 SCALE, PATCH, CLASSES = 8, 50, 10
 
 
-def digit_backbone():
-    """The feature backbone of every variant: shapes, not only textures."""
-    import keras
-
-    return keras.Sequential(
-        [
-            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-            keras.layers.GlobalMaxPooling2D(),
-        ],
-        name="digit_backbone",
-    )
-
-
 def build(variant, n_patches, seed):
     import keras
 
@@ -76,7 +59,7 @@ def build(variant, n_patches, seed):
             kas.Downsample(SCALE)(inputs)
         )
         outputs = keras.layers.Dense(CLASSES, activation="softmax")(
-            digit_backbone()(view)
+            _common.digit_backbone()(view)
         )
         model = keras.Model(inputs, outputs)
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -87,7 +70,9 @@ def build(variant, n_patches, seed):
     model = kas.AttentionSamplingModel(
         CLASSES,
         attention_network=attention,
-        feature_network=kas.NormalizedFeature(CLASSES, backbone=digit_backbone()),
+        feature_network=kas.NormalizedFeature(
+            CLASSES, backbone=_common.digit_backbone()
+        ),
         scale=SCALE,
         n_patches=n_patches,
         patch_size=PATCH,
