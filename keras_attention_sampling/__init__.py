@@ -4,8 +4,8 @@ An attention network reads a downscaled view and gives a 2-D distribution;
 patches are sampled from the full-resolution image where it is high; a
 feature network turns each patch into unit-norm logits; their
 attention-weighted average is the prediction. The attention network is
-trained by entropy-regularised REINFORCE (`kas.policy_gradient`), the rest by
-cross-entropy.
+trained through the unbiased expectation estimator or by entropy-regularised
+REINFORCE (`kas.policy_gradient`), the rest by cross-entropy.
 """
 
 from keras_attention_sampling import datasets, policy_gradient, sampling, visualize
@@ -21,7 +21,11 @@ from keras_attention_sampling.layers import (
     patch_backbone,
 )
 from keras_attention_sampling.models import AttentionSamplingModel, PolicyGradientModel
-from keras_attention_sampling.policy_gradient import PolicyGradientMixin, RewardBaseline
+from keras_attention_sampling.policy_gradient import (
+    PolicyGradientMixin,
+    RewardBaseline,
+    reference_settings,
+)
 
 __version__ = "0.2.0"
 
@@ -41,6 +45,7 @@ __all__ = [
     "datasets",
     "patch_backbone",
     "policy_gradient",
+    "reference_settings",
     "sampling",
     "visualize",
 ]

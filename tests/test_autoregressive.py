@@ -3,6 +3,7 @@ proper conditional maps, the score-function gradient, saving, and learning
 the task that independent draws cannot."""
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -180,7 +181,11 @@ def test_autoregressive_model_saves_explains_and_compiles(tmp_path):
     assert explanation["cells"].shape == (3, 2)
     path = os.path.join(tmp_path, "autoregressive.keras")
     model.save(path)
-    loaded = keras.models.load_model(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = keras.models.load_model(path)
+    # The parts come back built; the model must build around them.
+    assert not [w for w in caught if "build" in str(w.message)], caught
     assert isinstance(loaded.sampler, kas.AutoregressiveSampler)
     assert isinstance(loaded.head, kas.SequenceHead)
     np.testing.assert_allclose(
@@ -199,5 +204,13 @@ def test_parts_own_their_settings():
         _pairs_model(None, kas.SequenceHead(2), estimator="expectation")
     with pytest.raises(TypeError, match="use it as AttentionSamplingModel"):
         sampler([np.zeros((1, 2, 2), "float32"), np.zeros((1, 32, 32, 3), "float32")])
+    with pytest.raises(ValueError, match="AutoregressiveSampler does not make"):
+        _pairs_model(kas.AutoregressiveSampler(2, 16), None, estimator="expectation")
+    # Left out, the estimator is the one these parts need.
+    assert _pairs_model(kas.AutoregressiveSampler(2, 16), None).estimator == (
+        "reinforce"
+    )
     model = _pairs_model(sampler, kas.SequenceHead(2))
     assert model.n_patches == 2 and model.head is model.pool
+    assert model.estimator == "reinforce"
+    assert _pairs_model(None, None).estimator == "expectation"

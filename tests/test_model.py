@@ -117,12 +117,26 @@ def test_each_variable_is_updated_by_its_own_optimizer(data):
     assert not any(moved(feature_before, model.feature_network.trainable_variables))
 
 
-def test_default_optimizers_are_the_seeds(data):
+def test_default_optimizers_and_the_reference_settings(data):
     model = small_model()
     model.compile()
-    assert model.attention_optimizer.beta_1 == pytest.approx(0.999)
+    assert model.estimator == "expectation"
+    assert isinstance(model.pool, kas.ExpectationPool)
+    assert model.attention_optimizer.beta_1 == pytest.approx(0.9)
     assert float(model.attention_optimizer.learning_rate) == pytest.approx(1e-3)
     assert model.feature_optimizer.beta_1 == pytest.approx(0.9)
+    assert model.attention_optimizer is not model.feature_optimizer
+    reference = kas.reference_settings()
+    model = small_model(**reference["model"])
+    model.compile(**reference["compile"])
+    assert model.estimator == "reinforce"
+    assert isinstance(model.pool, kas.WeightedLogitPool)
+    assert (model.rescale, model.offset) == (pytest.approx(1 / 255), 0.0)
+    assert model.attention_optimizer.beta_1 == pytest.approx(0.999)
+    # Fresh optimisers each call: two models never share optimiser state.
+    assert reference["compile"]["optimizer"] is not (
+        kas.reference_settings()["compile"]["optimizer"]
+    )
 
 
 def test_save_load_gives_identical_top_k_predictions_and_resumes(tmp_path, data):
@@ -249,7 +263,9 @@ def test_dict_inputs_need_images_and_view(data):
 )
 def test_estimator_variants_train(data, replace, reward, baseline):
     x, y = data
-    model = small_model(replace=replace, reward=reward, baseline=baseline)
+    model = small_model(
+        replace=replace, reward=reward, baseline=baseline, estimator="reinforce"
+    )
     model.compile()
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -485,8 +501,10 @@ def test_functional_expectation_estimator_and_its_checks(data):
     model.compile(metrics=["accuracy"])
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+    # Left out, the estimator is the graph's: its pool is an ExpectationPool.
+    assert kas.PolicyGradientModel(images, outputs).estimator == "expectation"
     with pytest.raises(ValueError, match="use estimator='expectation'"):
-        kas.PolicyGradientModel(images, outputs)
+        kas.PolicyGradientModel(images, outputs, estimator="reinforce")
     wrong = kas.ExpectationPool(replace=True)([features, weights])
     with pytest.raises(ValueError, match="give both the same"):
         kas.PolicyGradientModel(images, wrong, estimator="expectation")
@@ -500,7 +518,11 @@ def test_entropy_weight_schedule_is_read_at_each_step(tmp_path, rng):
     y = np.array([1, 1])
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay([0], [0.0, 100.0])
     model = small_model(
-        samples_per_image=1, n_patches=64, replace=False, entropy_weight=schedule
+        samples_per_image=1,
+        n_patches=64,
+        replace=False,
+        entropy_weight=schedule,
+        estimator="reinforce",
     )
     model.compile(
         optimizer=keras.optimizers.SGD(0.0),

@@ -135,8 +135,11 @@ class AutoregressiveSampler(PatchSampler):
         attention_shape, image_shape, *features = input_shape
         super().build((attention_shape, image_shape))
         feature_size = features[0][-1] if features else 0
-        self.cell.build((None, feature_size + self.embedding_size))
-        self.query.build((None, self.state_size))
+        # A loaded sampler's sublayers are built (and locked) already.
+        if not self.cell.built:
+            self.cell.build((None, feature_size + self.embedding_size))
+        if not self.query.built:
+            self.query.build((None, self.state_size))
 
     def draw(
         self, log_attention, images, encode, training=None, image_index=None, cells=None

@@ -68,6 +68,16 @@ class ExpectationPool(keras.layers.Layer):
         self.logit_scale = logit_scale
         self.activation = keras.activations.get(activation)
 
+    def __setattr__(self, name, value):
+        # One check for the constructor and for later writes (the model's
+        # `logit_scale` property writes here).
+        if name == "logit_scale" and not value > 0:
+            raise ValueError(
+                "ExpectationPool: logit_scale must be positive. Received: "
+                f"logit_scale={value!r}"
+            )
+        super().__setattr__(name, value)
+
     def build(self, input_shape):
         check_pool_shapes(self, *input_shape)
 

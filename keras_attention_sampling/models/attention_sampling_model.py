@@ -28,14 +28,17 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
     The full-resolution images are average-pooled by `scale` into the view;
     the attention network turns the view into a distribution over its cells;
     `n_patches` cells are sampled and their `patch_size` patches are cut from
-    the full image; the feature network gives each patch unit-norm logits;
-    their attention-weighted average (`WeightedLogitPool`), multiplied by
-    `logit_scale`, goes through a softmax. `fit` trains the feature side by
-    the compiled loss and the attention network by entropy-regularised
-    REINFORCE (see `PolicyGradientMixin`). With `estimator="expectation"`
-    the pool is an `ExpectationPool` instead: the softmax of `logit_scale`
-    times an unbiased estimate of the attention's expected feature, through
-    which the classification loss trains the attention network as well.
+    the full image; the feature network gives each patch unit-norm logits.
+    By default (`estimator="expectation"`, the original paper's) an
+    `ExpectationPool` turns them into an unbiased estimate of the
+    attention-weighted average of every cell's logits, multiplied by
+    `logit_scale` and put through a softmax; `fit` trains the whole model by
+    the compiled loss through it, plus the entropy regulariser for the
+    attention. With `estimator="reinforce"` (the reference notebook's) the
+    pool is a `WeightedLogitPool` and the attention network is trained by
+    entropy-regularised REINFORCE instead (see `PolicyGradientMixin`); a
+    `head` or an `AutoregressiveSampler` given as a part needs it, and is
+    given it by default.
 
     Pixel values in `[0, 255]` go in, as `uint8` or float, like the
     `keras.applications` models that include their preprocessing. The model
@@ -194,6 +197,9 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             attention_gradient=attention_gradient,
         )
         _check_parts(sampler, head, given, self.estimator)
+        self._resolve_estimator(
+            head is None and not isinstance(sampler, AutoregressiveSampler)
+        )
         self.sampler = sampler or PatchSampler(
             n_patches,
             patch_size,
@@ -278,17 +284,21 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         if not self.feature_network.built:
             self.feature_network.build(patch_shape)
         feature_shape = tuple(self.feature_network.compute_output_shape(patch_shape))
-        if isinstance(self.sampler, AutoregressiveSampler):
-            self.sampler.build((map_shape, image_shape, feature_shape))
-        else:
-            self.sampler.build((map_shape, image_shape))
+        # Parts given to the model come back from a saved file built (and
+        # locked); only the shapes are checked then.
+        if not self.sampler.built:
+            fed_back = isinstance(self.sampler, AutoregressiveSampler)
+            self.sampler.build(
+                (map_shape, image_shape, *((feature_shape,) if fed_back else ()))
+            )
         if isinstance(self.pool, SequenceHead):
             if self.pool.units != self.num_classes:
                 raise ValueError(
                     f"AttentionSamplingModel: the head gives {self.pool.units} "
                     f"outputs, not one per class (num_classes={self.num_classes})."
                 )
-            self.pool.build((feature_shape, (*patch_shape[:2], 2)))
+            if not self.pool.built:
+                self.pool.build((feature_shape, (*patch_shape[:2], 2)))
         else:
             if feature_shape[-1] != self.num_classes:
                 raise ValueError(
@@ -296,7 +306,8 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
                     f"{feature_shape[-1]} values, not one per class "
                     f"(num_classes={self.num_classes})."
                 )
-            self.pool.build((feature_shape, patch_shape[:2]))
+            if not self.pool.built:
+                self.pool.build((feature_shape, patch_shape[:2]))
         self.built = True
 
     def attention_variables(self):
@@ -497,6 +508,9 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         for key in ("attention_network", "feature_network", "sampler", "head"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
+        # Saved before the expectation estimator existed: REINFORCE was the
+        # only one (the default is now the model's choice).
+        config.setdefault("estimator", "reinforce")
         if "offset" not in config:
             # Saved by release 0.1, whose only normalisation was `rescale`
             # (None for none).
@@ -538,10 +552,17 @@ def _check_parts(sampler, head, given, estimator):
                 f"AttentionSamplingModel: with a {label} given, set "
                 f"{', '.join(changed)} on the {label} itself (it owns them)."
             )
-    if head is not None and estimator != "reinforce":
+    if head is not None and estimator == "expectation":
         raise ValueError(
             "AttentionSamplingModel: a head replaces the pool, so it needs "
             f"estimator='reinforce'. Received: estimator={estimator!r}"
+        )
+    if isinstance(sampler, AutoregressiveSampler) and estimator == "expectation":
+        raise ValueError(
+            "AttentionSamplingModel: the expectation estimator needs "
+            "independent draws from one map, which an AutoregressiveSampler "
+            f"does not make; use estimator='reinforce'. Received: "
+            f"estimator={estimator!r}"
         )
 
 

@@ -43,8 +43,11 @@ class PolicyGradientModel(PolicyGradientMixin, keras.Model):
     `WeightedLogitPool` (or your own parts around them) into a functional
     graph, then build this model from its inputs and outputs. It finds the
     model's single `PatchSampler` and trains the network that produced its
-    attention input with the same entropy-regularised REINFORCE as
-    `AttentionSamplingModel`; everything else is trained by the compiled loss.
+    attention input as `AttentionSamplingModel` does: through the
+    expectation estimator when the graph pools with an `ExpectationPool`, by
+    entropy-regularised REINFORCE when it pools with a `WeightedLogitPool`
+    (the graph decides, unless `estimator` is given); everything else is
+    trained by the compiled loss.
     The cells the policy gradient learns from are the ones the sampler drew
     for the prediction, handed out by the sampler itself.
 
@@ -52,8 +55,8 @@ class PolicyGradientModel(PolicyGradientMixin, keras.Model):
         inputs: the functional inputs (the full-resolution images).
         outputs: the prediction, a `(B, classes)` tensor.
         **kwargs: the policy-gradient settings of `PolicyGradientMixin`
-            (`reward`, `baseline`, `baseline_momentum`, `entropy_weight`,
-            `samples_per_image`), then `keras.Model` arguments (`name`, ...).
+            (`estimator`, `reward`, `baseline`, `baseline_momentum`,
+            `entropy_weight`, `samples_per_image`), then `keras.Model` arguments (`name`, ...).
 
     Returns:
         A `keras.Model`; `compile` takes an extra `attention_optimizer`.
@@ -95,6 +98,9 @@ class PolicyGradientModel(PolicyGradientMixin, keras.Model):
 
     def _check_estimator(self, sampler):
         pools = [layer for layer in self.layers if isinstance(layer, ExpectationPool)]
+        # The graph decides by default: an ExpectationPool in it is the
+        # expectation estimator, a WeightedLogitPool is REINFORCE.
+        self._resolve_estimator(bool(pools))
         if self.estimator == "expectation" and not pools:
             raise ValueError(
                 "PolicyGradientModel: estimator='expectation' needs an "

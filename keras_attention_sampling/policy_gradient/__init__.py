@@ -28,6 +28,7 @@ from keras_attention_sampling.policy_gradient.trainer import (
     POLICY_ARGUMENTS,
     PolicyGradientMixin,
     default_attention_optimizer,
+    reference_settings,
 )
 
 __all__ = [
@@ -39,5 +40,6 @@ __all__ = [
     "attention_entropy",
     "default_attention_optimizer",
     "policy_surrogate",
+    "reference_settings",
     "reward_from_loss",
 ]
