@@ -8,7 +8,13 @@ trained through the unbiased expectation estimator or by entropy-regularised
 REINFORCE (`kas.policy_gradient`), the rest by cross-entropy.
 """
 
-from keras_attention_sampling import datasets, policy_gradient, sampling, visualize
+from keras_attention_sampling import (
+    datasets,
+    policy_gradient,
+    sampling,
+    tissue,
+    visualize,
+)
 from keras_attention_sampling.layers import (
     AttentionMap,
     AutoregressiveSampler,
@@ -17,6 +23,7 @@ from keras_attention_sampling.layers import (
     NormalizedFeature,
     PatchSampler,
     SequenceHead,
+    TissueMask,
     WeightedLogitPool,
     patch_backbone,
 )
@@ -28,6 +35,15 @@ from keras_attention_sampling.policy_gradient import (
 )
 
 __version__ = "0.2.0"
+
+
+def __getattr__(name):
+    # `kas.slides` needs the [slides] extra; it is imported on first use.
+    if name == "slides":
+        import importlib
+
+        return importlib.import_module("keras_attention_sampling.slides")
+    raise AttributeError(f"module 'keras_attention_sampling' has no attribute {name!r}")
 
 __all__ = [
     "AttentionMap",
@@ -41,11 +57,14 @@ __all__ = [
     "PolicyGradientModel",
     "RewardBaseline",
     "SequenceHead",
+    "TissueMask",
     "WeightedLogitPool",
     "datasets",
     "patch_backbone",
     "policy_gradient",
     "reference_settings",
     "sampling",
+    "slides",
+    "tissue",
     "visualize",
 ]

@@ -11,6 +11,7 @@ them and `gather_patches` cuts their patches.
 
 import contextlib
 import contextvars
+import math
 
 import keras
 from keras import ops, random
@@ -55,6 +56,30 @@ def safe_log(probabilities):
     """
     probabilities = ops.cast(probabilities, "float32")
     return ops.log(ops.maximum(probabilities, _TINY))
+
+
+def masked_log_probs(log_probs, mask):
+    """Log-probabilities of a map restricted to the cells where `mask` holds.
+
+    The distribution conditioned on the masked cells, renormalised in log
+    space; a masked-out cell gets `log` of the smallest normal float32 (its
+    probability is 0 to float32 precision), which keeps every term finite.
+
+    Args:
+        log_probs: float32 `(B, h, w)` log-probabilities.
+        mask: bool `(B, h, w)`, at least one cell `True` per image.
+
+    Returns:
+        float32 `(B, h, w)`.
+    """
+    floor = math.log(_TINY)
+    kept = ops.where(mask, log_probs, -math.inf)
+    batch = ops.shape(log_probs)[0]
+    flat = ops.reshape(kept, (batch, -1))
+    top = ops.stop_gradient(ops.max(flat, axis=-1))
+    norm = top + ops.log(ops.sum(ops.exp(flat - top[:, None]), axis=-1))
+    renormalised = log_probs - norm[:, None, None]
+    return ops.where(mask, renormalised, floor)
 
 
 _SEED_SALT = contextvars.ContextVar("seed_salt", default=None)

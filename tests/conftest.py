@@ -25,6 +25,7 @@ BACKEND_INDEPENDENT = {
     "test_datasets.py",
     "test_visualize.py",
     "test_lymphoma_example.py",
+    "test_slide_reader.py",
 }
 
 

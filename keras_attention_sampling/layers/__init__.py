@@ -8,4 +8,5 @@ from keras_attention_sampling.layers.normalized_feature import (
 )
 from keras_attention_sampling.layers.patch_sampler import PatchSampler
 from keras_attention_sampling.layers.sequence_head import SequenceHead
+from keras_attention_sampling.layers.tissue_mask import TissueMask
 from keras_attention_sampling.layers.weighted_logit_pool import WeightedLogitPool

@@ -17,6 +17,7 @@ from keras_attention_sampling.layers.expectation_pool import ExpectationPool
 from keras_attention_sampling.layers.normalized_feature import NormalizedFeature
 from keras_attention_sampling.layers.patch_sampler import PatchSampler
 from keras_attention_sampling.layers.sequence_head import SequenceHead
+from keras_attention_sampling.layers.tissue_mask import TissueMask
 from keras_attention_sampling.layers.weighted_logit_pool import WeightedLogitPool
 from keras_attention_sampling.policy_gradient.trainer import PolicyGradientMixin
 
@@ -95,6 +96,9 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         rescale: factor of the normalisation `x * rescale + offset` of the
             view and the patches (`None` for 1).
         offset: offset of that normalisation.
+        tissue_mask: `None`, `True` or a `kas.TissueMask`: restrict the
+            attention to the cells of the view that show tissue (for slides,
+            which are mostly bare glass). `True` is `TissueMask()`.
         seed: seed of the patch sampler.
         **kwargs: the policy-gradient settings of `PolicyGradientMixin`
             (`estimator`, `reward`, `baseline`, `baseline_momentum`,
@@ -108,7 +112,12 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
           range (from an image pyramid, a reduced decode or
           `kas.datasets.with_views`). `scale` is then not used. Patches are
           placed by the view's grid: cell `(i, j)` is centred at
-          `((i + 0.5) H / h, (j + 0.5) W / w)`.
+          `((i + 0.5) H / h, (j + 0.5) W / w)`. Or, with sampling made data
+          (patches read from disk by `kas.slides.SlideDataset`), a dict of
+          the `view`, the drawn `cells` `(B * k, N)` (flat cells of the map,
+          `k = samples_per_image`), their `patches` `(B * k, N, p, p, C)`
+          and, for training, `proposal_log_probs` `(B * k,)` from `propose`.
+          Positions are then in view pixels.
         - **training**: Python bool.
         - **return_details**: return the dict of `policy_forward` instead.
         - **samples_per_image**: independent draws per image; the outputs
@@ -161,6 +170,7 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         attention_gradient=False,
         rescale=1 / 255,
         offset=-0.5,
+        tissue_mask=None,
         seed=None,
         **kwargs,
     ):
@@ -231,6 +241,15 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         self.rescaling = keras.layers.Rescaling(
             1.0 if rescale is None else rescale, offset, dtype=policy, name="rescaling"
         )
+        if tissue_mask is True:
+            tissue_mask = TissueMask(name="tissue_mask")
+        if not (tissue_mask is None or tissue_mask is False):
+            if not isinstance(tissue_mask, TissueMask):
+                raise ValueError(
+                    "AttentionSamplingModel: tissue_mask must be None, True or a "
+                    f"kas.TissueMask. Received: tissue_mask={tissue_mask!r}"
+                )
+        self.tissue_mask = tissue_mask or None
 
     @property
     def attention_gradient(self):
@@ -257,7 +276,11 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         return self.pool
 
     def build(self, input_shape):
-        image_shape, view_shape = _split(input_shape)
+        image_shape, view_shape, drawn_shapes = _split(input_shape)
+        if drawn_shapes is not None:
+            # Drawn inputs: the patches come cut; the images' size is unknown.
+            patch_shape = tuple(drawn_shapes["patches"])
+            image_shape = (None, None, None, patch_shape[-1])
         image_shape = tuple(image_shape)
         if len(image_shape) != 4:
             raise ValueError(
@@ -280,7 +303,10 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
                 "AttentionSamplingModel: the attention network must return "
                 f"(B, h, w) probabilities, it returns shape {map_shape}."
             )
-        patch_shape = self.sampler.compute_output_shape((map_shape, image_shape))[0]
+        sampled_shape = self.sampler.compute_output_shape((map_shape, image_shape))[0]
+        if drawn_shapes is not None:
+            _check_drawn(self, drawn_shapes)
+        patch_shape = sampled_shape
         if not self.feature_network.built:
             self.feature_network.build(patch_shape)
         feature_shape = tuple(self.feature_network.compute_output_shape(patch_shape))
@@ -342,20 +368,20 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         )
 
     def call(self, images, training=None, return_details=False, samples_per_image=1):
-        images, view = _split(images)
+        images, view, drawn = _split(images)
         if view is None:
             view = self.downsample(images)
-        view = self.rescaling(view)
-        if isinstance(self.attention_network, AttentionMap):
-            log_attention = self.attention_network(
-                view, training=training, return_log_probs=True
-            )
-        else:
-            log_attention = sampling.safe_log(
-                self.attention_network(view, training=training)
-            )
+        log_attention = self.attention_log_probs(view, training=training)
         image_index = None
-        if samples_per_image > 1:
+        if drawn is not None:
+            # The loader drew the rows of each view together, as many as it
+            # was asked for (the step's draws per image): one map per row.
+            rows = ops.shape(drawn["cells"])[0]
+            per_view = rows // ops.shape(view)[0]
+            log_attention = ops.take(
+                log_attention, ops.arange(rows, dtype="int32") // per_view, axis=0
+            )
+        elif samples_per_image > 1:
             # Repeat only the small map: the view and the attention network
             # are computed once per image, and the patches of every draw are
             # gathered from the one full-resolution copy.
@@ -364,7 +390,26 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
                 ops.arange(ops.shape(images)[0], dtype="int32"), samples_per_image
             )
         details = {}
-        if isinstance(self.sampler, AutoregressiveSampler):
+        if drawn is not None:
+            # Sampling was data: the cells came with their patches, read
+            # outside the step; only their log-probabilities are recomputed
+            # here, under the weights being differentiated.
+            cells = ops.cast(drawn["cells"], "int32")
+            patches = drawn["patches"]
+            flat = ops.reshape(ops.exp(log_attention), (ops.shape(cells)[0], -1))
+            sampled_attention = ops.take_along_axis(flat, cells, axis=1)
+            positions = sampling.cells_to_centres(
+                cells, tuple(log_attention.shape[1:3]), tuple(view.shape[1:3])
+            )
+            patch_logits = self.feature_network(
+                self.rescaling(patches), training=training
+            )
+            details["draw_log_probs"] = self.sampler.draw_log_prob(log_attention, cells)
+            if "proposal_log_probs" in drawn:
+                details["importance"] = importance_weights(
+                    details["draw_log_probs"], drawn["proposal_log_probs"]
+                )
+        elif isinstance(self.sampler, AutoregressiveSampler):
 
             def encode(patches):
                 return self.feature_network(self.rescaling(patches), training=training)
@@ -392,7 +437,7 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             )
             details["draw_log_probs"] = self.sampler.draw_log_prob(log_attention, cells)
         if isinstance(self.pool, SequenceHead):
-            size = ops.cast(ops.shape(images)[1:3], "float32")
+            size = ops.cast(ops.shape(images if drawn is None else view)[1:3], "float32")
             y_pred = self.pool([patch_logits, positions / size], training=training)
         elif isinstance(self.pool, ExpectationPool):
             # In draw order, with the sampler's scheme: the one owner of it.
@@ -402,6 +447,13 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         else:
             y_pred = self.pool([patch_logits, sampled_attention])
         if not return_details:
+            if drawn is not None and samples_per_image == 1:
+                # One row per image: the mean over the draws the loader made
+                # (a training loader's batch seen outside the step).
+                y_pred = ops.mean(
+                    ops.reshape(y_pred, (ops.shape(view)[0], -1, self.num_classes)),
+                    axis=1,
+                )
             return y_pred
         outputs = {
             "y_pred": y_pred,
@@ -413,13 +465,138 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             "patches": patches,
             "patch_logits": patch_logits,
         }
-        for key in ("entropy", "step_log_attention"):  # an AutoregressiveSampler's
+        for key in ("entropy", "step_log_attention", "importance"):
             if key in details:
                 outputs[key] = details[key]
         return outputs
 
+    def attention_log_probs(self, view, training=False, network=None):
+        """Log-probabilities `(B, h, w)` of the attention map of a view.
+
+        The view (in the images' value range) is normalised, the attention
+        network maps it, and the tissue mask, if any, is applied. `network`
+        replaces the call of the attention network on the normalised view,
+        so that `propose` can run it with other variable values.
+        """
+        mask = None if self.tissue_mask is None else self.tissue_mask(view)
+        normalised = self.rescaling(view)
+        network = network or self.attention_network
+        if isinstance(self.attention_network, AttentionMap):
+            log_attention = network(normalised, training=training, return_log_probs=True)
+        else:
+            log_attention = sampling.safe_log(network(normalised, training=training))
+        if mask is not None:
+            log_attention = sampling.masked_log_probs(log_attention, mask)
+        return log_attention
+
+    def propose(self, view, samples_per_image=1, training=False, seed=0, state=None):
+        """Draws cells for views outside the step: sampling made data.
+
+        A loader that reads patches from disk (`kas.slides.SlideDataset`)
+        asks here which cells to read. The cells are drawn as the sampler
+        draws them (`inference_sampling` outside training), from the map
+        that the attention network gives with the variable values `state`
+        (`(trainable, non_trainable)`, as `attention_state` returns; default
+        the current ones) and in the same mode (`training`) as the step that
+        will learn from them. The step recomputes their log-probabilities
+        under its own weights and weights each image by the ratio to the
+        `log_probs` returned here, so draws made with weights a few steps old
+        still give an unbiased gradient. It never touches the sampler's seed
+        state, so loader threads may call it concurrently.
+
+        Args:
+            view: `(B, h, w, C)` views, in the images' value range.
+            samples_per_image: independent draws per view (rows of one view
+                adjacent), as the step repeats them.
+            training: the mode of the step the cells are for.
+            seed: integer seed of these draws.
+            state: attention variable values, or `None` for the current ones.
+
+        Returns:
+            `(cells, log_probs)`: int32 numpy `(B * k, N)` flat cells of the
+            map, and float32 numpy `(B * k,)` the log-probability of each
+            row's draws.
+        """
+        view = ops.convert_to_tensor(view)
+        network = self.attention_network
+        if not network.built:
+            network.build(tuple(view.shape))
+        if state is None:
+            state = self.attention_state()
+
+        def stateless(normalised, **kwargs):
+            outputs, _ = network.stateless_call(*state, normalised, **kwargs)
+            return outputs
+
+        log_attention = self.attention_log_probs(view, training=training, network=stateless)
+        if samples_per_image > 1:
+            log_attention = ops.repeat(log_attention, samples_per_image, axis=0)
+        flat = ops.reshape(log_attention, (ops.shape(log_attention)[0], -1))
+        if not training and self.inference_sampling == "top_k":
+            cells = sampling.top_cells(flat, self.n_patches)
+        else:
+            cells = sampling.sample_cells(flat, self.n_patches, self.replace, seed=seed)
+        log_probs = ops.sum(self.sampler.draw_log_prob(flat, cells), axis=-1)
+        return (
+            ops.convert_to_numpy(cells).astype("int32"),
+            ops.convert_to_numpy(log_probs).astype("float32"),
+        )
+
+    def attention_state(self):
+        """Copies of the attention network's variable values, as numpy:
+        `(trainable, non_trainable)`, for `propose`."""
+        network = self.attention_network
+        return (
+            [np.array(ops.convert_to_numpy(v)) for v in network.trainable_variables],
+            [np.array(ops.convert_to_numpy(v)) for v in network.non_trainable_variables],
+        )
+
     def compute_output_shape(self, input_shape):
-        return (_split(input_shape)[0][0], self.num_classes)
+        images, view, _ = _split(input_shape)
+        return ((images if images is not None else view)[0], self.num_classes)
+
+    # -- slides: the same methods, with patches read from disk ----------
+
+    def fit(self, x=None, y=None, batch_size=None, callbacks=None, **kwargs):
+        """`keras.Model.fit`; `x` may also name slides (see `kas.slides`).
+
+        Slides come as a `kas.slides.SlideDataset`, a `SlideIndex`, a CSV of
+        `path,label`, a folder of class folders, or a list of slide paths
+        with `y` their labels; the patches are then read from disk where the
+        attention looks (one slide per example, `batch_size` slides a
+        batch), and `validation_data` may name slides too.
+        """
+        slides = _slides()
+        if slides is not None and slides.is_slide_data(x):
+            x = slides.as_slide_dataset(self, x, y, training=True, batch_size=batch_size)
+            y = batch_size = None
+            x.hold_weights()
+            callbacks = [*(callbacks or []), x.follow_weights()]
+            validation = kwargs.get("validation_data")
+            if validation is not None and slides.is_slide_data(validation):
+                kwargs["validation_data"] = slides.as_slide_dataset(
+                    self, validation, batch_size=x.batch_size
+                )
+        return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
+        """`keras.Model.evaluate`; `x` may also name slides, as for `fit`."""
+        slides = _slides()
+        if slides is not None and slides.is_slide_data(x):
+            x = slides.as_slide_dataset(self, x, y, batch_size=batch_size)
+            y = batch_size = None
+            x.hold_weights()
+        return super().evaluate(x, y, batch_size=batch_size, **kwargs)
+
+    def predict(self, x, batch_size=None, **kwargs):
+        """`keras.Model.predict`; `x` may also be a `Slide`, a slide path or
+        a list of them (or a `SlideDataset`): one row per slide."""
+        slides = _slides()
+        if slides is not None and slides.is_slide_data(x):
+            x = slides.as_slide_dataset(self, x, batch_size=batch_size)
+            batch_size = None
+            x.hold_weights()
+        return super().predict(x, batch_size=batch_size, **kwargs)
 
     def explain(self, images, batch_size=8):
         """Everything needed to show why each image got its prediction.
@@ -429,7 +606,9 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
 
         Args:
             images: `(B, H, W, C)` array, or a dict of `images` and `view`
-                arrays as `call` takes.
+                arrays as `call` takes; or slides (a `Slide`, a path, a
+                list of them or a `SlideDataset`), whose patches are read
+                from disk.
             batch_size: images per forward pass.
 
         Returns:
@@ -440,8 +619,15 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             from the images (their dtype, before normalisation). With an
             `AutoregressiveSampler`, also `step_attention` `(B, N, h, w)`:
             the map each draw was made from, in draw order (`cells` is in
-            that order too).
+            that order too). For slides, `positions` are level-0 pixels of
+            each slide, and `view` `(B, h, w, C)` holds the views the
+            attention was computed on (padded to one shape).
         """
+        slides = _slides()
+        if slides is not None and slides.is_slide_data(images):
+            return slides.explain_slides(
+                self, slides.as_slide_dataset(self, images, batch_size=1)
+            )
         keys = (
             "y_pred",
             "log_attention",
@@ -487,6 +673,7 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
                 "scale": self.scale,
                 "rescale": self.rescale,
                 "offset": self.offset,
+                "tissue_mask": keras.saving.serialize_keras_object(self.tissue_mask),
                 **self._policy_config(),
             }
         )
@@ -505,7 +692,13 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("attention_network", "feature_network", "sampler", "head"):
+        for key in (
+            "attention_network",
+            "feature_network",
+            "sampler",
+            "head",
+            "tissue_mask",
+        ):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         # Saved before the expectation estimator existed: REINFORCE was the
@@ -566,13 +759,77 @@ def _check_parts(sampler, head, given, estimator):
         )
 
 
+def _slides():
+    """`kas.slides`, or `None` where the [slides] extra is not installed
+    (then no input can be slides)."""
+    try:
+        from keras_attention_sampling import slides
+    except ImportError:
+        return None
+    return slides
+
+
+DRAWN_KEYS = ("view", "cells", "patches")
+
+
 def _split(inputs):
-    """`(images, view)` from the model's input: a tensor, or the dict form."""
-    if isinstance(inputs, dict):
-        if set(inputs) != {"images", "view"}:
-            raise ValueError(
-                "AttentionSamplingModel: dict inputs must have exactly the keys "
-                f"'images' and 'view', got {sorted(inputs)}."
-            )
-        return inputs["images"], inputs["view"]
-    return inputs, None
+    """`(images, view, drawn)` from the model's input: a tensor, the dict of
+    images and view, or the dict of drawn patches (`drawn` holds `cells`,
+    `patches` and perhaps `proposal_log_probs`)."""
+    if not isinstance(inputs, dict):
+        return inputs, None, None
+    keys = set(inputs)
+    if keys == {"images", "view"}:
+        return inputs["images"], inputs["view"], None
+    if set(DRAWN_KEYS) <= keys <= {*DRAWN_KEYS, "proposal_log_probs"}:
+        drawn = {key: inputs[key] for key in keys - {"view"}}
+        return None, inputs["view"], drawn
+    raise ValueError(
+        "AttentionSamplingModel: dict inputs must have exactly the keys 'images' "
+        "and 'view', or 'view', 'cells' and 'patches' (and optionally "
+        f"'proposal_log_probs'), got {sorted(inputs)}."
+    )
+
+
+def _check_drawn(model, shapes):
+    """The drawn cells and patches must be what the sampler would draw."""
+    name = "AttentionSamplingModel"
+    if isinstance(model.sampler, AutoregressiveSampler):
+        raise ValueError(
+            f"{name}: an AutoregressiveSampler chooses each cell from the patches "
+            "before it, so its cells cannot be drawn outside the step; give "
+            "images instead of drawn patches."
+        )
+    cells, patches = tuple(shapes["cells"]), tuple(shapes["patches"])
+    if len(cells) != 2 or cells[1] not in (None, model.n_patches):
+        raise ValueError(
+            f"{name}: drawn cells must be (B, n_patches={model.n_patches}), got "
+            f"shape {cells}."
+        )
+    if len(patches) != 5 or patches[1:4] != (
+        model.n_patches,
+        model.patch_size,
+        model.patch_size,
+    ):
+        raise ValueError(
+            f"{name}: drawn patches must be (B, {model.n_patches}, "
+            f"{model.patch_size}, {model.patch_size}, C), got shape {patches}."
+        )
+    proposal = shapes.get("proposal_log_probs")
+    if proposal is not None and len(tuple(proposal)) != 1:
+        raise ValueError(
+            f"{name}: proposal_log_probs must be (B,), one per row of cells, got "
+            f"shape {tuple(proposal)}."
+        )
+
+
+def importance_weights(draw_log_probs, proposal_log_probs):
+    """Per row, `p(cells) / q(cells)`: the probability of the drawn cells
+    under the weights being trained over their probability when they were
+    drawn. Held constant, it weights each image's loss so that the gradient
+    is the on-policy one in expectation; it is 1 when the cells were drawn
+    with the same weights."""
+    log_ratio = ops.sum(draw_log_probs, axis=-1) - ops.cast(
+        proposal_log_probs, "float32"
+    )
+    return ops.stop_gradient(ops.exp(log_ratio))

@@ -386,6 +386,10 @@ class PolicyGradientMixin:
             weights = ops.ones_like(per_image)
         else:
             weights = ops.reshape(ops.cast(sample_weight, "float32"), (batch,))
+        if "importance" in outputs:
+            # Cells drawn outside the step (from slides): each image's terms
+            # weighted by p(cells) / q(cells) keep the gradient on-policy.
+            weights = weights * outputs["importance"]
         classification = ops.sum(per_image * weights) / ops.cast(batch, "float32")
 
         rewards = reinforce.reward_from_loss(per_image, self.reward)
