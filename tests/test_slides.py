@@ -182,3 +182,43 @@ def test_a_slide_smaller_than_a_patch(tmp_path):
     model = slide_model(scale=4, tissue_mask=None)
     with pytest.raises(kas.slides.SlideError, match="tiny.tif: level 0 is 40x20, smaller than a 24x24 patch"):
         model.predict(path, verbose=0)
+
+
+class CountingSlide(kas.slides.ArraySlide):
+    """An in-memory slide that counts the pixel reads made from it."""
+
+    reads = 0
+
+    def _read(self, level, rows, cols):
+        self.reads += 1
+        return super()._read(level, rows, cols)
+
+
+def test_workers_share_the_slides_and_read_only_their_own():
+    rng = np.random.default_rng(0)
+    sizes = [(160, 240), (192, 256), (160, 240), (224, 224), (160, 288)]
+    slides = [CountingSlide(rng.integers(0, 256, (*size, 3), dtype="uint8")) for size in sizes]
+    model = slide_model(samples_per_image=1, tissue_mask=None)
+    shards = [
+        kas.slides.SlideDataset(
+            model, slides, labels=[0, 1, 2, 0, 1], shard=(worker, 2), training=False
+        )
+        for worker in range(2)
+    ]
+    # The same number of steps and one view shape (over all slides) on both.
+    assert [len(dataset) for dataset in shards] == [3, 3]
+    assert shards[0].view_shape == shards[1].view_shape == (224 // 16, 288 // 16)
+    assert [int(v) for v in shards[1].labels] == [1, 0, 1]  # 1, 3, then 1 again
+    owned = [{id(slide) for slide in dataset.slides} for dataset in shards]
+    assert not owned[0] & owned[1] and len(owned[0] | owned[1]) == 5
+    for worker, dataset in enumerate(shards):
+        for slide in slides:
+            slide.reads = 0
+        for batch in range(len(dataset)):
+            dataset[batch]
+        read = {i for i, slide in enumerate(slides) if slide.reads}
+        assert read == {i for i in range(5) if i % 2 == worker}
+    with pytest.raises(ValueError, match=r"shard must be \(index, count\)"):
+        kas.slides.SlideDataset(model, slides, shard=(2, 2))
+    with pytest.raises(kas.slides.SlideError, match="5 slides cannot be shared by 8"):
+        kas.slides.SlideDataset(model, slides, shard=(0, 8))

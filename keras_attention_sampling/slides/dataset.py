@@ -100,6 +100,13 @@ class SlideDataset(keras.utils.PyDataset):
             `scale`: each slide is then seen through a map of the same size
             whatever its size (a cell covers `H / h` level-0 rows), which
             keeps the cost of a slide flat from megapixels to gigapixels.
+        shard: `(index, count)`: keep only this worker's share of the
+            slides (every `count`-th, from `index`) when `count` processes
+            train together, so each reads only its own slides' pixels. Every
+            share is made the same length (the shorter ones repeat their
+            first slides), so the workers run the same number of steps, and
+            the views are padded to one shape over all the slides (their
+            headers are read to find it, unless `view_shape` is given).
         **kwargs: `PyDataset` arguments (`workers`, `max_queue_size`);
             `use_multiprocessing` is not supported (the model lives here).
     """
@@ -118,6 +125,7 @@ class SlideDataset(keras.utils.PyDataset):
         open_slides=64,
         view_cache_bytes=2**30,
         view_shape=None,
+        shard=None,
         **kwargs,
     ):
         if kwargs.get("use_multiprocessing"):
@@ -139,6 +147,10 @@ class SlideDataset(keras.utils.PyDataset):
             raise SlideError(
                 f"SlideDataset: {len(self.slides)} slides but {len(self.labels)} labels."
             )
+        self.shard = None if shard is None else tuple(int(v) for v in shard)
+        padded_to = None
+        if self.shard is not None:
+            padded_to = self._take_shard(model, view_shape)
         self.model = model
         self.batch_size = int(batch_size)
         self.shuffle = bool(training) if shuffle is None else bool(shuffle)
@@ -158,11 +170,46 @@ class SlideDataset(keras.utils.PyDataset):
         self._pool = ThreadPoolExecutor(self.readers)
         self._shapes = [self._slide(i).shape for i in range(len(self.slides))]
         self._fixed_view = None if view_shape is None else tuple(int(v) for v in view_shape)
-        self.view_shape = self._fixed_view or self._view_shape()
+        # Checks every slide of this worker has a view at the model's scale.
+        own = None if self._fixed_view else self._view_shape()
+        self.view_shape = self._fixed_view or padded_to or own
         self._check_patches_fit()
         self._reshuffle()
 
     # -- slides and views ------------------------------------------------
+
+    def _take_shard(self, model, view_shape):
+        """Keeps this worker's slides; returns the view shape of all of them
+        (or None with a fixed `view_shape`)."""
+        index, count = self.shard
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(
+                "SlideDataset: shard must be (index, count) with 0 <= index < "
+                f"count. Received: shard={self.shard}"
+            )
+        if len(self.slides) < count:
+            raise SlideError(
+                f"SlideDataset: {len(self.slides)} slides cannot be shared by "
+                f"{count} workers."
+            )
+        padded_to = None
+        if view_shape is None:
+            views = []
+            for slide in self.slides:
+                if isinstance(slide, Slide):
+                    height, width, _ = slide.shape
+                else:
+                    with open_slide(slide) as opened:
+                        height, width, _ = opened.shape
+                views.append((height // model.scale, width // model.scale))
+            padded_to = tuple(int(v) for v in np.max(views, axis=0))
+        length = math.ceil(len(self.slides) / count)
+        mine = list(range(index, len(self.slides), count))
+        mine = (mine * length)[:length]
+        self.slides = [self.slides[i] for i in mine]
+        if self.labels is not None:
+            self.labels = self.labels[mine]
+        return padded_to
 
     def _slide(self, i):
         slide = self.slides[i]
