@@ -26,6 +26,7 @@ BACKEND_INDEPENDENT = {
     "test_visualize.py",
     "test_lymphoma_example.py",
     "test_slide_reader.py",
+    "test_slides_example.py",
 }
 
 
