@@ -47,7 +47,9 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--slides", help="a folder of class folders or a path,label CSV")
+    parser.add_argument(
+        "--slides", help="a folder of class folders or a path,label CSV"
+    )
     parser.add_argument("--output", default=os.path.join("runs", "slides"))
     parser.add_argument("--quick", action="store_true", help="small slides, minutes")
     parser.add_argument("--epochs", type=int, default=16)
@@ -80,7 +82,10 @@ def split(index, seed):
 
     def part(ids):
         return kas.slides.SlideIndex(
-            [index.paths[i] for i in ids], [index.labels[i] for i in ids], index.class_names, []
+            [index.paths[i] for i in ids],
+            [index.labels[i] for i in ids],
+            index.class_names,
+            [],
         )
 
     return part(train), part(test)
@@ -174,7 +179,9 @@ def main(argv=None):
         stem = os.path.join(folder, f"{i:03d}_{name}")
         right += overlay(model, slide, f"true {label} ({name})", stem + ".png") == label
     accuracy = right / len(test.paths)
-    print(f"test accuracy {accuracy:.1%} on {len(test.paths)} slides; pictures in {folder}")
+    print(
+        f"test accuracy {accuracy:.1%} on {len(test.paths)} slides; pictures in {folder}"
+    )
 
     demo = demo_slide(args)
     if demo:

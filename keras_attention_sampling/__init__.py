@@ -45,6 +45,7 @@ def __getattr__(name):
         return importlib.import_module("keras_attention_sampling.slides")
     raise AttributeError(f"module 'keras_attention_sampling' has no attribute {name!r}")
 
+
 __all__ = [
     "AttentionMap",
     "AttentionSamplingModel",

@@ -134,8 +134,9 @@ def test_default_optimizers_and_the_reference_settings(data):
     assert (model.rescale, model.offset) == (pytest.approx(1 / 255), 0.0)
     assert model.attention_optimizer.beta_1 == pytest.approx(0.999)
     # Fresh optimisers each call: two models never share optimiser state.
-    assert reference["compile"]["optimizer"] is not (
-        kas.reference_settings()["compile"]["optimizer"]
+    assert (
+        reference["compile"]["optimizer"]
+        is not (kas.reference_settings()["compile"]["optimizer"])
     )
 
 

@@ -46,9 +46,7 @@ def numpy_region(pixels, corner, size, padding, fill=0):
     if padding == "reflect":
         padded = np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
     else:
-        padded = np.pad(
-            pixels, ((pad, pad), (pad, pad), (0, 0)), constant_values=fill
-        )
+        padded = np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)), constant_values=fill)
     return padded[pad + y : pad + y + h, pad + x : pad + x + w]
 
 
@@ -70,7 +68,9 @@ def test_levels_and_regions_match_numpy_borders_included(pyramid, rng):
                     expected = numpy_region(pixels, corner, (12, 10), padding, fill=9)
                     assert region.dtype == np.uint8
                     np.testing.assert_array_equal(region, expected)
-        outside = slide.read_region((500, 500), (4, 4), padding="constant", fill_value=3)
+        outside = slide.read_region(
+            (500, 500), (4, 4), padding="constant", fill_value=3
+        )
         assert (outside == 3).all()
 
 
@@ -124,7 +124,9 @@ def test_the_view_comes_from_the_pyramid_and_streams_without_one(
     assert {level for level, _ in reads} == {0}
     assert max(rows[1] - rows[0] for _, rows in reads) < 150 / 2
     planes = [
-        np.asarray(Image.fromarray(pixels[..., c]).resize((44, 30), Image.Resampling.BOX))
+        np.asarray(
+            Image.fromarray(pixels[..., c]).resize((44, 30), Image.Resampling.BOX)
+        )
         for c in range(3)
     ]
     expected = np.stack(planes, axis=-1).astype(int)
@@ -137,13 +139,17 @@ def test_alpha_is_dropped_and_grey_keeps_one_channel(tmp_path, rng):
     write_pyramid(path, rgba, levels=())
     with slides.open_slide(path) as slide:
         assert slide.shape == (40, 50, 3)
-        np.testing.assert_array_equal(slide.read_region((0, 0), (40, 50)), rgba[..., :3])
+        np.testing.assert_array_equal(
+            slide.read_region((0, 0), (40, 50)), rgba[..., :3]
+        )
     grey = rng.integers(0, 256, (40, 50), dtype=np.uint8)
     path = str(tmp_path / "grey.tif")
     tifffile.imwrite(path, grey, tile=(16, 16))
     with slides.open_slide(path) as slide:
         assert slide.shape == (40, 50, 1)
-        np.testing.assert_array_equal(slide.read_region((3, 4), (5, 6))[..., 0], grey[3:8, 4:10])
+        np.testing.assert_array_equal(
+            slide.read_region((3, 4), (5, 6))[..., 0], grey[3:8, 4:10]
+        )
 
 
 @pytest.fixture(scope="session")
@@ -196,7 +202,9 @@ def test_a_truncated_file(tmp_path, pyramid):
     data = open(path, "rb").read()
     cut = tmp_path / "cut.tif"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(slides.SlideError, match="cut.tif.*truncated|cut.tif: not a readable"):
+    with pytest.raises(
+        slides.SlideError, match="cut.tif.*truncated|cut.tif: not a readable"
+    ):
         slides.open_slide(str(cut))
 
 
@@ -218,7 +226,9 @@ def test_a_strip_file_too_large_to_read_lazily(tmp_path, rng, monkeypatch):
     path = str(tmp_path / "strips.tif")
     tifffile.imwrite(path, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
     monkeypatch.setattr(slide_module, "MAX_CHUNK_BYTES", 1000)
-    with pytest.raises(slides.SlideError, match="strips.tif, level 0: one strip.*tiled"):
+    with pytest.raises(
+        slides.SlideError, match="strips.tif, level 0: one strip.*tiled"
+    ):
         slides.open_slide(path)
 
 
@@ -229,19 +239,26 @@ def test_a_missing_level_and_a_codec_that_is_not_installed(tmp_path, pyramid, rn
             slide.read_region((0, 0), (4, 4), level=3)
     # A tile compressed by a codec nothing here decodes (ThunderScan, 32809).
     odd = str(tmp_path / "thunderscan.tif")
-    tifffile.imwrite(odd, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), tile=(16, 16))
+    tifffile.imwrite(
+        odd, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), tile=(16, 16)
+    )
     tag = tifffile.TiffFile(odd).pages[0].tags["Compression"]
     with open(odd, "r+b") as handle:
         handle.seek(tag.valueoffset)
         handle.write(np.uint16(32809).tobytes())
-    with pytest.raises(slides.SlideError, match="thunderscan.tif, level 0: .*THUNDERSCAN.*can decode"):
+    expected = "thunderscan.tif, level 0: .*THUNDERSCAN.*can decode"
+    with pytest.raises(slides.SlideError, match=expected):
         slides.open_slide(odd)
 
 
 def test_samples_other_than_uint8_are_refused(tmp_path):
     path = str(tmp_path / "sixteen.tif")
-    tifffile.imwrite(path, np.zeros((32, 32, 3), np.uint16), tile=(16, 16), photometric="rgb")
-    with pytest.raises(slides.SlideError, match="sixteen.tif, level 0: samples are uint16"):
+    tifffile.imwrite(
+        path, np.zeros((32, 32, 3), np.uint16), tile=(16, 16), photometric="rgb"
+    )
+    with pytest.raises(
+        slides.SlideError, match="sixteen.tif, level 0: samples are uint16"
+    ):
         slides.open_slide(path)
 
 
@@ -264,9 +281,13 @@ def test_index_from_csv_and_folders_with_bad_entries(tmp_path, pyramid):
     with open(table, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerows([["path", "label"], [path, "a"], ["missing.svs", "b"]])
-    with pytest.raises(slides.SlideError, match="slides.csv, line 3: .*missing.svs: no such file"):
+    with pytest.raises(
+        slides.SlideError, match="slides.csv, line 3: .*missing.svs: no such file"
+    ):
         slides.index_slides(str(table))
-    with pytest.warns(UserWarning, match="(?s)skipped 1 slide.*missing.svs: no such file"):
+    with pytest.warns(
+        UserWarning, match="(?s)skipped 1 slide.*missing.svs: no such file"
+    ):
         index = slides.index_slides(str(table), class_names=("a", "b"), on_error="skip")
     assert index.labels == [0]
     bad = tmp_path / "bad.csv"
@@ -276,9 +297,15 @@ def test_index_from_csv_and_folders_with_bad_entries(tmp_path, pyramid):
 
 
 def test_generated_slides_have_a_pyramid_and_local_texture(tmp_path):
-    path = synthetic.write_slide(str(tmp_path / "s.tif"), 1, (1024, 1536), seed=3, levels=2)
+    path = synthetic.write_slide(
+        str(tmp_path / "s.tif"), 1, (1024, 1536), seed=3, levels=2
+    )
     with slides.open_slide(path) as slide:
-        assert [lv.shape[:2] for lv in slide.levels] == [(1024, 1536), (256, 384), (64, 96)]
+        assert [lv.shape[:2] for lv in slide.levels] == [
+            (1024, 1536),
+            (256, 384),
+            (64, 96),
+        ]
         view = slide.view(downsample=16)
     chroma = view.max(-1).astype(int) - view.min(-1)
     assert (chroma < 20).mean() > 0.3 and (chroma > 40).mean() > 0.1  # glass and tissue

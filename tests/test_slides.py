@@ -12,9 +12,10 @@ from keras import ops
 pytest.importorskip("tifffile")
 pytest.importorskip("zarr")
 
+from layer_testing import run_layer_test  # noqa: E402
+
 import keras_attention_sampling as kas  # noqa: E402
 from keras_attention_sampling.slides import synthetic  # noqa: E402
-from layer_testing import run_layer_test  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,10 @@ def slide_model(**kwargs):
         feature_network=kas.NormalizedFeature(
             3,
             backbone=keras.Sequential(
-                [keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.GlobalAveragePooling2D()]
+                [
+                    keras.layers.Conv2D(4, 3, activation="relu"),
+                    keras.layers.GlobalAveragePooling2D(),
+                ]
             ),
         ),
     )
@@ -56,11 +60,15 @@ def test_fit_predict_and_explain_from_slides(slide_folder, tmp_path):
     with kas.slides.open_slide(index.paths[0]) as slide:
         explanation = model.explain(slide)
         # The patches are the slide's pixels at the reported centres.
-        for centre, patch in zip(explanation["positions"][0], explanation["patches"][0]):
+        for centre, patch in zip(
+            explanation["positions"][0], explanation["patches"][0]
+        ):
             corner = np.floor(centre).astype(int) - 12
             np.testing.assert_array_equal(patch, slide.read_region(corner, (24, 24)))
         top_k = model.predict(slide, verbose=0)
-    np.testing.assert_allclose(explanation["probabilities"], top_k, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        explanation["probabilities"], top_k, rtol=1e-5, atol=1e-6
+    )
     assert explanation["attention"].shape == (1, 32, 48)
     # Saved and reloaded, with its tissue mask: the same predictions.
     path = os.path.join(tmp_path, "slides.keras")
@@ -81,7 +89,9 @@ def test_patches_read_from_disk_equal_the_in_memory_ones(slide_folder):
         image = slide.read_region((0, 0), slide.shape[:2])[None]
     centres = kas.sampling.cells_to_centres(inputs["cells"][:1], (32, 48), (512, 768))
     in_memory = kas.sampling.gather_patches(image, centres, 24, "reflect")
-    np.testing.assert_array_equal(ops.convert_to_numpy(in_memory), inputs["patches"][:1])
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(in_memory), inputs["patches"][:1]
+    )
 
 
 def test_importance_weights_correct_stale_proposals(slide_folder):
@@ -93,7 +103,9 @@ def test_importance_weights_correct_stale_proposals(slide_folder):
     inputs, _ = dataset[0]
     outputs = model.policy_forward(inputs, training=True)
     # Drawn with the weights of this step: the ratio is 1.
-    np.testing.assert_allclose(ops.convert_to_numpy(outputs["importance"]), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(outputs["importance"]), 1.0, rtol=1e-4
+    )
     del old_state
     # The weights move on after the cells were drawn: the ratio is
     # p_new(cells) / p_old(cells), computed independently here.
@@ -120,11 +132,15 @@ def test_the_step_weights_each_image_by_its_importance(slide_folder):
     inputs, labels = dataset[0]
     model.policy_forward(inputs, training=True)
     plain = model.policy_step(inputs, labels, training=True)
-    shifted = dict(inputs, proposal_log_probs=inputs["proposal_log_probs"] - np.log(2.0))
+    shifted = dict(
+        inputs, proposal_log_probs=inputs["proposal_log_probs"] - np.log(2.0)
+    )
     doubled = model.policy_step(shifted, labels, training=True)
     # q halved, every ratio doubled: the whole per-image loss doubles.
     np.testing.assert_allclose(
-        float(ops.convert_to_numpy(doubled)), 2 * float(ops.convert_to_numpy(plain)), rtol=1e-4
+        float(ops.convert_to_numpy(doubled)),
+        2 * float(ops.convert_to_numpy(plain)),
+        rtol=1e-4,
     )
 
 
@@ -157,7 +173,9 @@ def test_the_tissue_mask_keeps_attention_on_tissue(tmp_path):
     # All glass: nothing to keep off, the whole map stays.
     glass = np.full((1, 8, 8, 3), 240, np.uint8)
     assert ops.convert_to_numpy(kas.TissueMask()(glass)).all()
-    with pytest.raises(ValueError, match="tissue_mask must be None, True or a kas.TissueMask"):
+    with pytest.raises(
+        ValueError, match="tissue_mask must be None, True or a kas.TissueMask"
+    ):
         kas.AttentionSamplingModel(3, tissue_mask="otsu")
 
 
@@ -178,9 +196,12 @@ def test_a_slide_smaller_than_a_patch(tmp_path):
     import tifffile
 
     path = str(tmp_path / "tiny.tif")
-    tifffile.imwrite(path, np.zeros((40, 20, 3), np.uint8), tile=(16, 16), photometric="rgb")
+    tifffile.imwrite(
+        path, np.zeros((40, 20, 3), np.uint8), tile=(16, 16), photometric="rgb"
+    )
     model = slide_model(scale=4, tissue_mask=None)
-    with pytest.raises(kas.slides.SlideError, match="tiny.tif: level 0 is 40x20, smaller than a 24x24 patch"):
+    expected = "tiny.tif: level 0 is 40x20, smaller than a 24x24 patch"
+    with pytest.raises(kas.slides.SlideError, match=expected):
         model.predict(path, verbose=0)
 
 
@@ -197,7 +218,9 @@ class CountingSlide(kas.slides.ArraySlide):
 def test_workers_share_the_slides_and_read_only_their_own():
     rng = np.random.default_rng(0)
     sizes = [(160, 240), (192, 256), (160, 240), (224, 224), (160, 288)]
-    slides = [CountingSlide(rng.integers(0, 256, (*size, 3), dtype="uint8")) for size in sizes]
+    slides = [
+        CountingSlide(rng.integers(0, 256, (*size, 3), dtype="uint8")) for size in sizes
+    ]
     model = slide_model(samples_per_image=1, tissue_mask=None)
     shards = [
         kas.slides.SlideDataset(

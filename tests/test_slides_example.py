@@ -27,7 +27,9 @@ def test_the_example_trains_on_generated_slides_and_draws_each(tmp_path):
     example = load_example()
     output = tmp_path / "run"
     # A generated slide stands in for the demo slide (no download here).
-    demo = example.synthetic.write_slide(str(tmp_path / "demo.tif"), 0, (512, 768), seed=9)
+    demo = example.synthetic.write_slide(
+        str(tmp_path / "demo.tif"), 0, (512, 768), seed=9
+    )
     argv = ["--quick", "--epochs", "2", "--output", str(output), "--demo-slide", demo]
     result = example.main(argv)
     assert result["n_test"] == 6 and 0.0 <= result["test_accuracy"] <= 1.0
@@ -57,8 +59,18 @@ def test_the_example_reports_a_bad_slide_and_trains_on_the_rest(tmp_path, capsys
     demo = os.path.join(demo, sorted(os.listdir(demo))[0])
     with pytest.warns(UserWarning, match="(?s)skipped 1 slide.*broken.svs"):
         result = example.main(
-            ["--slides", folder, "--epochs", "1", "--output", str(output),
-             "--demo-slide", demo, "--scale", "16"]
+            [
+                "--slides",
+                folder,
+                "--epochs",
+                "1",
+                "--output",
+                str(output),
+                "--demo-slide",
+                demo,
+                "--scale",
+                "16",
+            ]
         )
     assert result["n_test"] == 3
     assert np.isfinite(result["test_accuracy"])

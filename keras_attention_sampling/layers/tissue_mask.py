@@ -67,7 +67,10 @@ class TissueMask(keras.layers.Layer):
 
     def call(self, view):
         return tissue.tissue_mask(
-            view, pixel_range=self.pixel_range, glass_chroma=self.glass_chroma, bins=self.bins
+            view,
+            pixel_range=self.pixel_range,
+            glass_chroma=self.glass_chroma,
+            bins=self.bins,
         )
 
     def compute_output_shape(self, input_shape):

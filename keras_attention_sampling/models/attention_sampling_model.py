@@ -437,7 +437,9 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             )
             details["draw_log_probs"] = self.sampler.draw_log_prob(log_attention, cells)
         if isinstance(self.pool, SequenceHead):
-            size = ops.cast(ops.shape(images if drawn is None else view)[1:3], "float32")
+            size = ops.cast(
+                ops.shape(images if drawn is None else view)[1:3], "float32"
+            )
             y_pred = self.pool([patch_logits, positions / size], training=training)
         elif isinstance(self.pool, ExpectationPool):
             # In draw order, with the sampler's scheme: the one owner of it.
@@ -482,7 +484,9 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         normalised = self.rescaling(view)
         network = network or self.attention_network
         if isinstance(self.attention_network, AttentionMap):
-            log_attention = network(normalised, training=training, return_log_probs=True)
+            log_attention = network(
+                normalised, training=training, return_log_probs=True
+            )
         else:
             log_attention = sampling.safe_log(network(normalised, training=training))
         if mask is not None:
@@ -528,7 +532,9 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             outputs, _ = network.stateless_call(*state, normalised, **kwargs)
             return outputs
 
-        log_attention = self.attention_log_probs(view, training=training, network=stateless)
+        log_attention = self.attention_log_probs(
+            view, training=training, network=stateless
+        )
         if samples_per_image > 1:
             log_attention = ops.repeat(log_attention, samples_per_image, axis=0)
         flat = ops.reshape(log_attention, (ops.shape(log_attention)[0], -1))
@@ -548,7 +554,10 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         network = self.attention_network
         return (
             [np.array(ops.convert_to_numpy(v)) for v in network.trainable_variables],
-            [np.array(ops.convert_to_numpy(v)) for v in network.non_trainable_variables],
+            [
+                np.array(ops.convert_to_numpy(v))
+                for v in network.non_trainable_variables
+            ],
         )
 
     def compute_output_shape(self, input_shape):
@@ -568,7 +577,9 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         """
         slides = _slides()
         if slides is not None and slides.is_slide_data(x):
-            x = slides.as_slide_dataset(self, x, y, training=True, batch_size=batch_size)
+            x = slides.as_slide_dataset(
+                self, x, y, training=True, batch_size=batch_size
+            )
             y = batch_size = None
             x.hold_weights()
             callbacks = [*(callbacks or []), x.follow_weights()]

@@ -169,7 +169,9 @@ class SlideDataset(keras.utils.PyDataset):
         self._views = _Cache(view_cache_bytes, size=lambda view: view.nbytes)
         self._pool = ThreadPoolExecutor(self.readers)
         self._shapes = [self._slide(i).shape for i in range(len(self.slides))]
-        self._fixed_view = None if view_shape is None else tuple(int(v) for v in view_shape)
+        self._fixed_view = (
+            None if view_shape is None else tuple(int(v) for v in view_shape)
+        )
         # Checks every slide of this worker has a view at the model's scale.
         own = None if self._fixed_view else self._view_shape()
         self.view_shape = self._fixed_view or padded_to or own
@@ -285,9 +287,15 @@ class SlideDataset(keras.utils.PyDataset):
             views[row, : view.shape[0], : view.shape[1]] = view
             own.append(view.shape[:2])
         k = self.model.samples_per_image if self.training else 1
-        seed = int(np.random.default_rng((self.seed, self._epoch, index)).integers(2**31))
+        seed = int(
+            np.random.default_rng((self.seed, self._epoch, index)).integers(2**31)
+        )
         cells, log_probs = self.model.propose(
-            views, samples_per_image=k, training=self.training, seed=seed, state=self._state
+            views,
+            samples_per_image=k,
+            training=self.training,
+            seed=seed,
+            state=self._state,
         )
         patches = self.read_patches(np.repeat(ids, k), cells, np.repeat(own, k, axis=0))
         inputs = {

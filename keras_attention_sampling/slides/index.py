@@ -33,7 +33,10 @@ def _from_csv(path):
     with open(path, newline="") as handle:
         rows = csv.reader(handle)
         header = next(rows, None)
-        if header is None or [h.strip().lower() for h in header[:2]] != ["path", "label"]:
+        if header is None or [h.strip().lower() for h in header[:2]] != [
+            "path",
+            "label",
+        ]:
             raise SlideError(
                 f"{path}: a slide index CSV starts with the header 'path,label', "
                 f"got {header!r}."
@@ -91,7 +94,9 @@ def index_slides(source, class_names=None, on_error="raise"):
             a malformed CSV, a label not in `class_names`, or no slides.
     """
     if on_error not in ("raise", "skip"):
-        raise ValueError(f"index_slides: on_error must be 'raise' or 'skip', got {on_error!r}.")
+        raise ValueError(
+            f"index_slides: on_error must be 'raise' or 'skip', got {on_error!r}."
+        )
     if isinstance(source, (str, os.PathLike)):
         source = os.fspath(source)
         if os.path.isdir(source):

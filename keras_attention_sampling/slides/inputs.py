@@ -6,7 +6,11 @@ import numpy as np
 from keras import ops
 
 from keras_attention_sampling.slides.dataset import SlideDataset
-from keras_attention_sampling.slides.index import SLIDE_SUFFIXES, SlideIndex, index_slides
+from keras_attention_sampling.slides.index import (
+    SLIDE_SUFFIXES,
+    SlideIndex,
+    index_slides,
+)
 from keras_attention_sampling.slides.slide import Slide
 
 

@@ -150,9 +150,15 @@ class Slide:
                     f"one plane (axes {axes!r}, shape {shape})."
                 )
         channels = min(shape[axes.index(channel_axis)], 3) if channel_axis else 1
-        order = [kept.index(a) for a in "YX"] + ([kept.index("C")] if channel_axis else [])
+        order = [kept.index(a) for a in "YX"] + (
+            [kept.index("C")] if channel_axis else []
+        )
         height, width = shape[axes.index("Y")], shape[axes.index("X")]
-        return (tuple(index), order, channel_axis is not None), (height, width, channels)
+        return (tuple(index), order, channel_axis is not None), (
+            height,
+            width,
+            channels,
+        )
 
     def _check_pages(self, level, number, file_size):
         where = f"{self.path}, level {number}"
@@ -216,8 +222,7 @@ class Slide:
             raise SlideError(f"{self.path}: level must be an int, got {level!r}.")
         if not 0 <= level < len(self.levels):
             raise SlideError(
-                f"{self.path}: has levels 0..{len(self.levels) - 1}, no level "
-                f"{level}."
+                f"{self.path}: has levels 0..{len(self.levels) - 1}, no level {level}."
             )
         return int(level)
 
@@ -335,7 +340,7 @@ class Slide:
             )
         level = self.best_level(min(height / out_h, width / out_w))
         level_h, level_w, _ = self.levels[level].shape
-        scale_y, scale_x = level_h / out_h, level_w / out_w
+        scale_y = level_h / out_h
         stripe = max(1, int(_STRIPE_BYTES // (level_w * channels * max(scale_y, 1))))
         view = np.empty((out_h, out_w, channels), np.uint8)
         for start in range(0, out_h, stripe):

@@ -158,9 +158,7 @@ def write_slide(
             compressionargs={"level": quality},
             dtype="uint8",
         )
-        writer.write(
-            tiles(0), shape=(height, width, 3), subifds=levels, **options
-        )
+        writer.write(tiles(0), shape=(height, width, 3), subifds=levels, **options)
         for level in range(1, levels + 1):
             downsample = 4**level
             size = (math.ceil(height / downsample), math.ceil(width / downsample), 3)
