@@ -333,6 +333,9 @@ def test_the_pools_old_temperature_keyword_still_works():
     assert model.logit_scale == 4.0 == model.pool.logit_scale
     with pytest.raises(ValueError, match="logit_scale must be positive"):
         model.logit_scale = 0.0
+    for pool in (kas.WeightedLogitPool, kas.ExpectationPool):
+        with pytest.raises(ValueError, match=f"{pool.__name__}: logit_scale must be"):
+            pool(logit_scale=-1.0)
 
 
 def test_attention_map_uniform_mixing_is_the_exact_mixture(tmp_path, rng):

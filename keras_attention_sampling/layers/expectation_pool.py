@@ -1,7 +1,10 @@
 import keras
 from keras import ops
 
-from keras_attention_sampling.layers.weighted_logit_pool import check_pool_shapes
+from keras_attention_sampling.layers.weighted_logit_pool import (
+    check_logit_scale,
+    check_pool_shapes,
+)
 
 # Drawn cells have a positive probability; the clamp only keeps the ratio
 # a / a finite if one underflowed to 0.
@@ -71,11 +74,8 @@ class ExpectationPool(keras.layers.Layer):
     def __setattr__(self, name, value):
         # One check for the constructor and for later writes (the model's
         # `logit_scale` property writes here).
-        if name == "logit_scale" and not value > 0:
-            raise ValueError(
-                "ExpectationPool: logit_scale must be positive. Received: "
-                f"logit_scale={value!r}"
-            )
+        if name == "logit_scale":
+            check_logit_scale("ExpectationPool", value)
         super().__setattr__(name, value)
 
     def build(self, input_shape):

@@ -22,6 +22,15 @@ def check_pool_shapes(layer, feature_shape, attention_shape):
             )
 
 
+def check_logit_scale(layer_class, value):
+    """A positive `logit_scale`, or an error naming the pool's class."""
+    if not value > 0:
+        raise ValueError(
+            f"{layer_class}: logit_scale must be positive. Received: "
+            f"logit_scale={value!r}"
+        )
+
+
 @keras.saving.register_keras_serializable(package="keras_attention_sampling")
 class WeightedLogitPool(keras.layers.Layer):
     """Attention-weighted average of per-patch logits, then an activation.
@@ -76,11 +85,8 @@ class WeightedLogitPool(keras.layers.Layer):
     def __setattr__(self, name, value):
         # One check for the constructor and for later writes (the model's
         # `logit_scale` property writes here).
-        if name == "logit_scale" and not value > 0:
-            raise ValueError(
-                "WeightedLogitPool: logit_scale must be positive. Received: "
-                f"logit_scale={value!r}"
-            )
+        if name == "logit_scale":
+            check_logit_scale("WeightedLogitPool", value)
         super().__setattr__(name, value)
 
     def build(self, input_shape):
