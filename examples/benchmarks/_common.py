@@ -25,6 +25,7 @@ Memory is read with psutil. A phase's peak RSS is sampled (`PeakRSS`, every
 missed.
 """
 
+import argparse
 import datetime
 import importlib.metadata
 import json
@@ -460,6 +461,30 @@ def digit_backbone():
         ],
         name="digit_backbone",
     )
+
+
+def add_worker_arguments(parser, **point):
+    """The hidden flags of a worker process: `--worker`, one flag per key
+    of a measured point (`name=type`, e.g. `seed=int`) and `--result`."""
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    for name, kind in point.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=kind, help=argparse.SUPPRESS
+        )
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+
+
+def run_point(script, point, task=(), backend=None, timeout=None, max_rss_gb=None):
+    """Measures one point in a fresh `script --worker` process, with the
+    point's and the task's settings as flags; returns the record the worker
+    wrote, or the point with the `error` (see `run_worker`)."""
+    settings = {**dict(task), **point}
+    command = [os.path.abspath(script), "--worker"]
+    command += [f"--{key.replace('_', '-')}={value}" for key, value in settings.items()]
+    record, error = run_worker(
+        command, backend=backend, timeout=timeout, max_rss_gb=max_rss_gb
+    )
+    return {**point, "error": error} if error else record
 
 
 def run_worker(args, backend=None, timeout=None, max_rss_gb=None):

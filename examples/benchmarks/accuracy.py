@@ -127,11 +127,7 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--timeout", type=int, default=7200)
     _common.add_output_arguments(parser, "accuracy")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--variant", help=argparse.SUPPRESS)
-    parser.add_argument("--patches", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
+    _common.add_worker_arguments(parser, variant=str, patches=int, seed=int)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -147,34 +143,11 @@ def main():
             budgets = [0] if variant == "downsampled CNN" else args.budgets.split(",")
             for patches in budgets:
                 for seed in range(args.seeds):
-                    cmd = [
-                        os.path.abspath(__file__),
-                        "--worker",
-                        "--variant",
-                        variant,
-                        "--patches",
-                        str(patches),
-                        "--seed",
-                        str(seed),
-                    ]
-                    cmd += [f"--{k}={v}" for k, v in task.items()]
-                    record, error = _common.run_worker(
-                        cmd, backend=backend, timeout=args.timeout
+                    point = {"variant": variant, "patches": int(patches), "seed": seed}
+                    record = _common.run_point(
+                        __file__, point, task, backend=backend, timeout=args.timeout
                     )
-                    if error:
-                        record = {
-                            "variant": variant,
-                            "patches": int(patches),
-                            "seed": seed,
-                            "error": error,
-                        }
-                    print(
-                        variant,
-                        patches,
-                        seed,
-                        record.get("accuracy", error),
-                        flush=True,
-                    )
+                    print(*point.values(), record.get("accuracy", record.get("error")))
                     results.add(record)
     report(results, args)
 
