@@ -28,10 +28,10 @@ def _env():
     return dict(os.environ, KERAS_BACKEND=BACKEND, PYTHONPATH=os.path.dirname(WORKER))
 
 
-def run(mode, tmp_path, timeout=600):
-    out = tmp_path / f"{mode}.json"
+def run(mode, tmp_path, *arguments, timeout=600):
+    out = tmp_path / f"{mode}{''.join(f'-{a}' for a in arguments)}.json"
     done = subprocess.run(
-        [sys.executable, WORKER, mode, str(out)],
+        [sys.executable, WORKER, mode, str(out), *map(str, arguments)],
         env=_env(),
         capture_output=True,
         text=True,
@@ -43,7 +43,16 @@ def run(mode, tmp_path, timeout=600):
 
 @parallel
 def test_one_data_parallel_step_equals_one_step_on_one_device(tmp_path):
-    for case, result in run("exact", tmp_path).items():
+    cases = {}
+    for index in range(4):  # distributed_worker.CASES, one process each
+        cases.update(run("exact", tmp_path, index))
+    assert sorted(cases) == [
+        "functional/reinforce/mean",
+        "functional/reinforce/moving_average",
+        "model/expectation/mean",
+        "model/reinforce/leave_one_out",
+    ]
+    for case, result in cases.items():
         assert result["moved"] > 1e-3, case  # the step moved the weights
         # Same weights after the step: the loss, the surrogate, the entropy
         # term and the global batch-mean baseline are all scaled as on one
