@@ -99,9 +99,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--timeout", type=int, default=1800)
     _common.add_output_arguments(parser, "distributed")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--devices", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
+    _common.add_worker_arguments(parser, devices=int)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -113,14 +111,14 @@ def main():
         results.start(backends, settings, same=("size", "scale", "batch"))
         for backend in backends:
             for devices in (1, 2):
-                cmd = [os.path.abspath(__file__), "--worker", "--devices", str(devices)]
-                cmd += [f"--{k}={v}" for k, v in settings.items()]
-                record, error = _common.run_worker(
-                    cmd, backend=backend, timeout=args.timeout
+                record = _common.run_point(
+                    __file__,
+                    {"devices": devices},
+                    settings,
+                    backend=backend,
+                    timeout=args.timeout,
                 )
-                record = record or {"backend": backend, "devices": devices}
-                if error:
-                    record["error"] = error
+                record.setdefault("backend", backend)
                 print(record, flush=True)
                 results.add(record)
     report(results, args)
