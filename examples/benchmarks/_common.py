@@ -301,6 +301,19 @@ def format_seconds(value):
     return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
 
 
+def write_section(args, results, title, description, header, rows, notes=()):
+    """Rewrites the script's section of the docs (unless `--no-doc`): the
+    title, the machine, the description, the commands, the table and the
+    notes as a list."""
+    if args.no_doc:
+        return
+    parts = [f"## {title}", "", machine_block(results.machine), "", description]
+    parts += ["", results.command_text(), "", markdown_table(header, rows)]
+    if notes:
+        parts += ["", *[f"- {line}" for line in notes]]
+    update_section(args.section, "\n".join(parts), args.doc)
+
+
 def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -194,31 +194,19 @@ def report(results, args):
     checks = targets(means)
     for line in checks:
         print(line)
-    if args.no_doc:
-        return
     settings = results.settings
-    text = "\n".join(
-        [
-            "## Megapixel MNIST",
-            "",
-            _common.machine_block(results.machine),
-            "",
-            f"`kas.datasets.MegapixelDigits` on a {settings['canvas']}² canvas (5 digits "
-            f"of 28 px, 3 of the class, {settings['canvas'] // 30} scribbles), view "
-            f"0.125x, patches of 50x50, {settings['train']} training and "
-            f"{settings['test']} test canvases, {settings['epochs']} epochs; test "
-            "accuracy from `predict`, mean ± std over seeds; 10 classes, chance "
-            "10%. Every variant has the same digit backbone; see the script's "
-            "docstring.",
-            "",
-            results.command_text(),
-            "",
-            _common.markdown_table(header, rows),
-            "",
-            *[f"- {line}" for line in checks],
-        ]
+    description = (
+        f"`kas.datasets.MegapixelDigits` on a {settings['canvas']}² canvas (5 digits "
+        f"of 28 px, 3 of the class, {settings['canvas'] // 30} scribbles), view "
+        f"0.125x, patches of 50x50, {settings['train']} training and "
+        f"{settings['test']} test canvases, {settings['epochs']} epochs; test "
+        "accuracy from `predict`, mean ± std over seeds; 10 classes, chance "
+        "10%. Every variant has the same digit backbone; see the script's "
+        "docstring."
     )
-    _common.update_section(args.section, text, args.doc)
+    _common.write_section(
+        args, results, "Megapixel MNIST", description, header, rows, checks
+    )
 
 
 def targets(means):

@@ -153,32 +153,22 @@ def report(results, args):
             ]
         )
     _common.print_table(header, rows)
-    if args.no_doc:
-        return
     s = results.settings
-    text = "\n".join(
-        [
-            "## Data-parallel training",
-            "",
-            _common.machine_block(results.machine),
-            "",
-            "One training step (`train_on_batch`) of `AttentionSamplingModel` "
-            f"(defaults, scale {s['scale']}, "
-            f"20 patches of 50x50, 4 draws per image) on a global batch of {s['batch']} "
-            f"`uint8` {s['size']}x{s['size']} images, median of {s['repeats']} steps "
-            "after two warm-up steps. The two devices are simulated on the CPU (two "
-            "forced host devices for JAX's `DataParallel`, two logical CPUs for "
-            "TensorFlow's `MirroredStrategy`) and share its cores, so the "
-            "two-device rows show the overhead of data parallelism, not a speed-up. "
-            "The last column is the size of the gradients, which the replicas "
-            "all-reduce every step.",
-            "",
-            results.command_text(),
-            "",
-            _common.markdown_table(header, rows),
-        ]
+    description = (
+        "One training step (`train_on_batch`) of `AttentionSamplingModel` "
+        f"(defaults, scale {s['scale']}, "
+        f"20 patches of 50x50, 4 draws per image) on a global batch of {s['batch']} "
+        f"`uint8` {s['size']}x{s['size']} images, median of {s['repeats']} steps "
+        "after two warm-up steps. The two devices are simulated on the CPU (two "
+        "forced host devices for JAX's `DataParallel`, two logical CPUs for "
+        "TensorFlow's `MirroredStrategy`) and share its cores, so the "
+        "two-device rows show the overhead of data parallelism, not a speed-up. "
+        "The last column is the size of the gradients, which the replicas "
+        "all-reduce every step."
     )
-    _common.update_section(args.section, text, args.doc)
+    _common.write_section(
+        args, results, "Data-parallel training", description, header, rows
+    )
 
 
 if __name__ == "__main__":
