@@ -20,8 +20,9 @@ Tasks (`uint8` in, the model's own normalisation unless a variant changes it):
   classes, `--digits-canvas // 30` scribbles; scale 8, 5 patches of 40x40
   with `_common.digit_backbone`, batch 16, `--digits-train` training and 500
   test images, 10 epochs.
-- `lymphoma`: `kas.datasets.SyntheticLymphoma` in `examples/lymphoma.py
-  --quick`'s setting (260x347, 60 images a class, evidence on 30%), scale 5,
+- `lymphoma`: `kas.datasets.SyntheticLymphoma` in the earlier quick setting
+  of `examples/lymphoma.py` (260x347, 60 images a class, evidence on 30%,
+  no augmentation), scale 5,
   20 patches of 25x25, 2 draws per image, batch 8, 10 epochs, a random
   70/15/15 split; accuracy on the 27 test images.
 
@@ -82,6 +83,16 @@ VARIANTS = {
     "beta_1 0.9 + expectation": {
         "attention_beta_1": 0.9,
         "model": {"estimator": "expectation"},
+    },
+    # The expectation estimator carries the classification loss to the
+    # attention, so less entropy may be needed than REINFORCE's 0.05.
+    "beta_1 0.9 + expectation + entropy 0.01": {
+        "attention_beta_1": 0.9,
+        "model": {"estimator": "expectation", "entropy_weight": 0.01},
+    },
+    "beta_1 0.9 + expectation + entropy 0": {
+        "attention_beta_1": 0.9,
+        "model": {"estimator": "expectation", "entropy_weight": 0.0},
     },
     # Nothing given: what `AttentionSamplingModel(classes)` does today.
     "package defaults": None,
@@ -188,12 +199,11 @@ def main():
     parser.add_argument("--digits-canvas", type=int, default=256)
     parser.add_argument("--digits-train", type=int, default=2000)
     parser.add_argument("--timeout", type=int, default=3600)
+    parser.add_argument(
+        "--resume", action="store_true", help="skip runs already recorded"
+    )
     _common.add_output_arguments(parser, "learning")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--task", help=argparse.SUPPRESS)
-    parser.add_argument("--variant", help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
+    _common.add_worker_arguments(parser, task=str, variant=str, seed=int)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -209,33 +219,17 @@ def main():
         for task in args.tasks.split(","):
             for variant in args.variants.split(","):
                 for seed in range(args.seeds):
-                    cmd = [
-                        os.path.abspath(__file__),
-                        "--worker",
-                        "--task",
-                        task,
-                        "--variant",
-                        variant,
-                        "--seed",
-                        str(seed),
-                        "--digits-canvas",
-                        str(args.digits_canvas),
-                        "--digits-train",
-                        str(args.digits_train),
-                    ]
-                    record, error = _common.run_worker(
-                        cmd, backend=backend, timeout=args.timeout
+                    if args.resume and any(
+                        (r["task"], r["variant"], r["seed"]) == (task, variant, seed)
+                        and "accuracy" in r
+                        for r in results.records
+                    ):
+                        continue
+                    point = {"task": task, "variant": variant, "seed": seed}
+                    record = _common.run_point(
+                        __file__, point, settings, backend=backend, timeout=args.timeout
                     )
-                    if error:
-                        record = {
-                            "task": task,
-                            "variant": variant,
-                            "seed": seed,
-                            "error": error,
-                        }
-                    print(
-                        task, variant, seed, record.get("accuracy", error), flush=True
-                    )
+                    print(*point.values(), record.get("accuracy", record.get("error")))
                     results.add(record)
     report(results, args)
 
@@ -280,35 +274,31 @@ def report(results, args):
                 ]
             )
     _common.print_table(header, rows)
-    if args.no_doc:
-        return
     settings = results.settings
-    text = "\n".join(
-        [
-            "## Learning on every seed: defaults and one change at a time",
-            "",
-            _common.machine_block(results.machine),
-            "",
-            "Test accuracy from `predict` of `AttentionSamplingModel` trained with "
-            "the reference notebook's settings (inputs centred), with one of them "
-            "changed at a time, and with the package defaults, over "
-            "the seeds 0, 1, ...; *seeds learned* counts the seeds at least halfway "
-            "from chance to 100% (needles and lymphoma: 3 classes, 66.7%; digits: "
-            "10 classes, 55%). Tasks: *needles* (`textured_needles`, 96x96, a "
-            "12x12 needle, scale 8, 2 patches of 16, 8 epochs), *digits* "
-            f"(`MegapixelDigits`, {settings['digits_canvas']}² canvas, 5 digits of "
-            "28 px, scale 8, 5 patches of 40 with a digit backbone, "
-            f"{settings['digits_train']} training "
-            "canvases, 10 epochs), *lymphoma* (`SyntheticLymphoma` in the example's "
-            "quick setting, 20 patches of 25, 10 epochs). See the script's docstring "
-            "for every variant.",
-            "",
-            results.command_text(),
-            "",
-            _common.markdown_table(header, rows),
-        ]
+    description = (
+        "Test accuracy from `predict` of `AttentionSamplingModel` trained with "
+        "the reference notebook's settings (inputs centred), with one of them "
+        "changed at a time, and with the package defaults, over "
+        "the seeds 0, 1, ...; *seeds learned* counts the seeds at least halfway "
+        "from chance to 100% (needles and lymphoma: 3 classes, 66.7%; digits: "
+        "10 classes, 55%). Tasks: *needles* (`textured_needles`, 96x96, a "
+        "12x12 needle, scale 8, 2 patches of 16, 8 epochs), *digits* "
+        f"(`MegapixelDigits`, {settings['digits_canvas']}² canvas, 5 digits of "
+        "28 px, scale 8, 5 patches of 40 with a digit backbone, "
+        f"{settings['digits_train']} training "
+        "canvases, 10 epochs), *lymphoma* (`SyntheticLymphoma`, 260x347, class "
+        "evidence on 30% of each image, no augmentation, 20 patches of 25, 2 "
+        "draws per image, 10 epochs). See the script's docstring for every "
+        "variant."
     )
-    _common.update_section(args.section, text, args.doc)
+    _common.write_section(
+        args,
+        results,
+        "Learning on every seed: defaults and one change at a time",
+        description,
+        header,
+        rows,
+    )
 
 
 if __name__ == "__main__":
