@@ -12,8 +12,9 @@ canvases are made batch by batch from a seed, never all held in memory.
 Variants, at 1, 5 and 10 patches of 50x50 (`--budgets`), over `--seeds`
 seeds, each a fresh process with the same data, epochs and optimisers:
 
-- `reinforce`: `kas.AttentionSamplingModel` with the package defaults;
-- `expectation`: the same with `estimator="expectation"`;
+- `reinforce`: `kas.AttentionSamplingModel` with the package defaults but
+  `estimator="reinforce"`;
+- `expectation`: the package defaults (the expectation estimator);
 - `uniform`: the same with a frozen zero attention head, so patches are
   drawn uniformly: what the feature network achieves without learning
   where to look;
