@@ -487,6 +487,28 @@ def add_worker_arguments(parser, **point):
     parser.add_argument("--result", help=argparse.SUPPRESS)
 
 
+def parse_main(parser, worker, key):
+    """The command line of a benchmark script. In a worker process
+    (`--worker`) runs `worker(args)` and returns None; otherwise returns
+    `(args, backend, results)`, the backend from `--backend` or
+    KERAS_BACKEND (default tensorflow) and the script's `Results`."""
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return None
+    backend = getattr(args, "backend", None) or os.environ.get(
+        "KERAS_BACKEND", "tensorflow"
+    )
+    return args, backend, Results(args, key)
+
+
+def select(records, **match):
+    """The records whose fields equal `match`, and those of them measured
+    (without an `error`)."""
+    chosen = [r for r in records if all(r.get(k) == v for k, v in match.items())]
+    return chosen, [r for r in chosen if not r.get("error")]
+
+
 def run_point(script, point, task=(), backend=None, timeout=None, max_rss_gb=None):
     """Measures one point in a fresh `script --worker` process, with the
     point's and the task's settings as flags; returns the record the worker

@@ -129,12 +129,10 @@ def main():
     parser.add_argument("--timeout", type=int, default=7200)
     _common.add_output_arguments(parser, "accuracy")
     _common.add_worker_arguments(parser, variant=str, patches=int, seed=int)
-    args = parser.parse_args()
-    if args.worker:
-        worker(args)
+    parsed = _common.parse_main(parser, worker, KEY)
+    if parsed is None:
         return
-    backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
-    results = _common.Results(args, KEY)
+    args, backend, results = parsed
     if not args.report_only:
         task = {
             key: getattr(args, key) for key in ("canvas", "train", "test", "epochs")
@@ -161,12 +159,9 @@ def report(results, args):
         for patches in sorted(
             {r["patches"] for r in results.records if r["variant"] == variant}
         ):
-            records = [
-                r
-                for r in results.records
-                if (r["variant"], r["patches"]) == (variant, patches)
-            ]
-            done = [r for r in records if "accuracy" in r]
+            records, done = _common.select(
+                results.records, variant=variant, patches=patches
+            )
             if not done:
                 rows.append([variant, patches or "–", records[0]["error"], "", ""])
                 continue

@@ -137,17 +137,11 @@ def main():
     parser.add_argument("--warmup-patches", type=int, default=8)
     parser.add_argument("--timeout", type=int, default=3600)
     _common.add_output_arguments(parser, "autoregressive")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--variant", help=argparse.SUPPRESS)
-    parser.add_argument("--patches", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        worker(args)
+    _common.add_worker_arguments(parser, variant=str, patches=int, seed=int)
+    parsed = _common.parse_main(parser, worker, KEY)
+    if parsed is None:
         return
-    backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
-    results = _common.Results(args, KEY)
+    args, backend, results = parsed
     if not args.report_only:
         names = ("train", "test", "epochs", "warmup_epochs", "warmup_patches")
         task = {name: getattr(args, name) for name in names}
@@ -155,34 +149,14 @@ def main():
         for patches in args.budgets.split(","):
             for variant in args.variants.split(","):
                 for seed in range(args.seeds):
-                    cmd = [
-                        os.path.abspath(__file__),
-                        "--worker",
-                        "--variant",
-                        variant,
-                        "--patches",
-                        patches,
-                        "--seed",
-                        str(seed),
-                    ]
-                    cmd += [f"--{k.replace('_', '-')}={v}" for k, v in task.items()]
-                    record, error = _common.run_worker(
-                        cmd, backend=backend, timeout=args.timeout
+                    point = {"variant": variant, "patches": int(patches), "seed": seed}
+                    record = _common.run_point(
+                        __file__, point, task, backend=backend, timeout=args.timeout
                     )
-                    if error:
-                        record = {
-                            "variant": variant,
-                            "patches": int(patches),
-                            "seed": seed,
-                            "error": error,
-                        }
                     print(
-                        variant,
-                        patches,
-                        seed,
-                        record.get("accuracy", error),
+                        *point.values(),
+                        record.get("accuracy", record.get("error")),
                         record.get("both_covered"),
-                        flush=True,
                     )
                     results.add(record)
     report(results, args)
@@ -202,12 +176,9 @@ def report(results, args):
     rows, means = [], {}
     for patches in sorted({r["patches"] for r in results.records}):
         for variant in VARIANTS:
-            records = [
-                r
-                for r in results.records
-                if (r["variant"], r["patches"]) == (variant, patches)
-            ]
-            done = [r for r in records if "accuracy" in r]
+            records, done = _common.select(
+                results.records, variant=variant, patches=patches
+            )
             if not records:
                 continue
             if not done:
@@ -233,32 +204,19 @@ def report(results, args):
     checks = targets(means)
     for line in checks:
         print(line)
-    if args.no_doc:
-        return
     s = results.settings
-    text = "\n".join(
-        [
-            "## Autoregressive draws and a sequence head: the same/different task",
-            "",
-            _common.machine_block(results.machine),
-            "",
-            "`kas.datasets.needle_pairs` (96x96, two 12x12 needles far apart; the "
-            "class is whether their stripes agree), scale 8, patches of 16x16 drawn "
-            f"without replacement, {s['train']} training and {s['test']} test images, "
-            f"{s['epochs']} epochs of which the first {s['warmup_epochs']} with "
-            f"{s['warmup_patches']} patches; test accuracy from `predict`, mean ± std "
-            "over seeds; *draws covering both needles*: the share of test images "
-            "with a drawn patch centred within 4 px of each needle's centre. See "
-            "the script's docstring for the variants.",
-            "",
-            results.command_text(),
-            "",
-            _common.markdown_table(header, rows),
-            "",
-            *[f"- {line}" for line in checks],
-        ]
+    description = (
+        "`kas.datasets.needle_pairs` (96x96, two 12x12 needles far apart; the "
+        "class is whether their stripes agree), scale 8, patches of 16x16 drawn "
+        f"without replacement, {s['train']} training and {s['test']} test images, "
+        f"{s['epochs']} epochs of which the first {s['warmup_epochs']} with "
+        f"{s['warmup_patches']} patches; test accuracy from `predict`, mean ± std "
+        "over seeds; *draws covering both needles*: the share of test images "
+        "with a drawn patch centred within 4 px of each needle's centre. See "
+        "the script's docstring for the variants."
     )
-    _common.update_section(args.section, text, args.doc)
+    title = "Autoregressive draws and a sequence head: the same/different task"
+    _common.write_section(args, results, title, description, header, rows, checks)
 
 
 def targets(means):

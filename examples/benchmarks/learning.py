@@ -204,12 +204,10 @@ def main():
     )
     _common.add_output_arguments(parser, "learning")
     _common.add_worker_arguments(parser, task=str, variant=str, seed=int)
-    args = parser.parse_args()
-    if args.worker:
-        worker(args)
+    parsed = _common.parse_main(parser, worker, KEY)
+    if parsed is None:
         return
-    backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
-    results = _common.Results(args, KEY)
+    args, backend, results = parsed
     if not args.report_only:
         settings = {
             "digits_canvas": args.digits_canvas,
@@ -248,12 +246,7 @@ def report(results, args):
     rows = []
     for task in TASKS:
         for variant in VARIANTS:
-            records = [
-                r
-                for r in results.records
-                if (r["task"], r["variant"]) == (task, variant)
-            ]
-            done = [r for r in records if "accuracy" in r]
+            records, done = _common.select(results.records, task=task, variant=variant)
             if not records:
                 continue
             if not done:

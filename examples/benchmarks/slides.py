@@ -174,12 +174,10 @@ def main():
     parser.add_argument("--timeout", type=int, default=1800)
     _common.add_output_arguments(parser, "slides")
     _common.add_worker_arguments(parser, side=int, phase=str)
-    args = parser.parse_args()
-    if args.worker:
-        worker(args)
+    parsed = _common.parse_main(parser, worker, KEY)
+    if parsed is None:
         return
-    backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
-    results = _common.Results(args, KEY)
+    args, backend, results = parsed
     if not args.report_only:
         settings = {
             "view": args.view,
