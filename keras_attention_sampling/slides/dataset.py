@@ -148,9 +148,6 @@ class SlideDataset(keras.utils.PyDataset):
                 f"SlideDataset: {len(self.slides)} slides but {len(self.labels)} labels."
             )
         self.shard = None if shard is None else tuple(int(v) for v in shard)
-        padded_to = None
-        if self.shard is not None:
-            padded_to = self._take_shard(model, view_shape)
         self.model = model
         self.batch_size = int(batch_size)
         self.shuffle = bool(training) if shuffle is None else bool(shuffle)
@@ -161,7 +158,6 @@ class SlideDataset(keras.utils.PyDataset):
         self.patch_level = int(patch_level)
         self.readers = int(readers)
         self._epoch = 0
-        self._order = np.arange(len(self.slides))
         self._state = None
         self._owned = _Cache(
             open_slides, evict=lambda slide: slide.close()
@@ -172,17 +168,20 @@ class SlideDataset(keras.utils.PyDataset):
         self._fixed_view = (
             None if view_shape is None else tuple(int(v) for v in view_shape)
         )
-        # Checks every slide of this worker has a view at the model's scale.
-        own = None if self._fixed_view else self._view_shape()
-        self.view_shape = self._fixed_view or padded_to or own
+        # Over all the slides, before any shard is taken: the workers of a
+        # shard then agree on it (and every slide is checked to have a view).
+        self.view_shape = self._fixed_view or self._view_shape()
+        if self.shard is not None:
+            self._take_shard()
+        self._order = np.arange(len(self.slides))
         self._check_patches_fit()
         self._reshuffle()
 
     # -- slides and views ------------------------------------------------
 
-    def _take_shard(self, model, view_shape):
-        """Keeps this worker's slides; returns the view shape of all of them
-        (or None with a fixed `view_shape`)."""
+    def _take_shard(self):
+        """Keeps this worker's slides (their labels and shapes), every
+        worker's share the same length."""
         index, count = self.shard
         if count < 1 or not 0 <= index < count:
             raise ValueError(
@@ -194,24 +193,13 @@ class SlideDataset(keras.utils.PyDataset):
                 f"SlideDataset: {len(self.slides)} slides cannot be shared by "
                 f"{count} workers."
             )
-        padded_to = None
-        if view_shape is None:
-            views = []
-            for slide in self.slides:
-                if isinstance(slide, Slide):
-                    height, width, _ = slide.shape
-                else:
-                    with open_slide(slide) as opened:
-                        height, width, _ = opened.shape
-                views.append((height // model.scale, width // model.scale))
-            padded_to = tuple(int(v) for v in np.max(views, axis=0))
         length = math.ceil(len(self.slides) / count)
         mine = list(range(index, len(self.slides), count))
         mine = (mine * length)[:length]
         self.slides = [self.slides[i] for i in mine]
+        self._shapes = [self._shapes[i] for i in mine]
         if self.labels is not None:
             self.labels = self.labels[mine]
-        return padded_to
 
     def _slide(self, i):
         slide = self.slides[i]
