@@ -1,3 +1,4 @@
+import functools
 import inspect
 
 import keras
@@ -770,9 +771,11 @@ def _check_parts(sampler, head, given, estimator):
         )
 
 
+@functools.cache
 def _slides():
     """`kas.slides`, or `None` where the [slides] extra is not installed
-    (then no input can be slides)."""
+    (then no input can be slides). Looked up once: `fit`, `evaluate`,
+    `predict` and `explain` ask at every call."""
     try:
         from keras_attention_sampling import slides
     except ImportError:
