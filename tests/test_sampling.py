@@ -35,25 +35,46 @@ def _chi_square_p_value(counts, probabilities):
     return stats.chisquare(counts, expected).pvalue
 
 
-@pytest.mark.parametrize("replace", [True, False])
-def test_sample_frequencies_match_attention(rng, replace):
-    probabilities = rng.dirichlet(np.ones(12)).astype("float32")
-    seed = keras.random.SeedGenerator(3)
+@pytest.mark.parametrize(
+    "replace, cells, seed",
+    [
+        (True, 12, keras.random.SeedGenerator(3)),
+        # 37 cells: drawn block by block (7 blocks of 6, the last padded).
+        (True, 37, keras.random.SeedGenerator(3)),
+        # An integer seed must not give the block and the cell the same bits.
+        (True, 37, 11),
+        (False, 12, keras.random.SeedGenerator(3)),
+    ],
+)
+def test_sample_frequencies_match_attention(rng, replace, cells, seed):
+    probabilities = rng.dirichlet(np.ones(cells)).astype("float32")
     if replace:
         # Every draw is a categorical sample of the map.
-        log_probs = np.log(probabilities)[None].repeat(50, axis=0)
-        cells = sampling.sample_cells(log_probs, 100, replace=True, seed=seed)
-        draws, expected = ops.convert_to_numpy(cells).ravel(), probabilities
+        log_probs = np.log(probabilities)[None].repeat(50 * cells // 12, axis=0)
+        drawn = sampling.sample_cells(log_probs, 100, replace=True, seed=seed)
+        draws, expected = ops.convert_to_numpy(drawn).ravel(), probabilities
     else:
         # The second Gumbel-top-k draw comes from what the first left:
         # P(s_2 = j) = sum_{i != j} a_i a_j / (1 - a_i).
         log_probs = np.log(probabilities)[None].repeat(5000, axis=0)
-        cells = sampling.sample_cells(log_probs, 2, replace=False, seed=seed)
-        draws = ops.convert_to_numpy(cells)[:, 1]
+        drawn = sampling.sample_cells(log_probs, 2, replace=False, seed=seed)
+        draws = ops.convert_to_numpy(drawn)[:, 1]
         p = probabilities.astype("float64")
         expected = p * ((p / (1 - p)).sum() - p / (1 - p))
-    counts = np.bincount(draws, minlength=12)
+    counts = np.bincount(draws, minlength=cells)
+    assert counts.size == cells  # no draw lands in the padding
     assert _chi_square_p_value(counts, expected) > 1e-3
+
+
+def test_block_draws_never_pick_a_zero_probability_cell():
+    # Cells of probability 0 (log -inf), as a tissue mask makes them, and
+    # whole blocks of them, are never drawn.
+    log_probs = np.full((4, 50), -np.inf, "float32")
+    log_probs[:, [3, 41, 49]] = np.log([0.5, 0.25, 0.25])
+    drawn = sampling.sample_cells(
+        log_probs, 200, replace=True, seed=keras.random.SeedGenerator(1)
+    )
+    assert set(np.unique(ops.convert_to_numpy(drawn)).tolist()) == {3, 41, 49}
 
 
 def test_first_draw_without_replacement_follows_attention(rng):
