@@ -76,6 +76,23 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+# The CPU features that decide which kernels oneDNN, XLA and ATen pick.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+
+
+def cpu_flags():
+    """Which of `CPU_FLAGS` this CPU has (Linux `/proc/cpuinfo`), or None."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    return None
+
+
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -120,6 +137,7 @@ def machine_info(backends):
     """Dict describing the machine and the software versions."""
     return {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": usable_cores(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
@@ -134,6 +152,8 @@ def machine_block(info):
     """Markdown line describing a `machine_info()` record."""
     versions = ", ".join(f"{k} {v}" for k, v in info["backends"].items())
     host = f"{info['cpu']} ({info['cores']} cores, {info['memory_gb']} GB RAM"
+    if info.get("cpu_flags") is not None:
+        host += ", " + (" ".join(info["cpu_flags"]) or "no AVX2")
     if info.get("accelerator"):
         where = f"{info['accelerator']}, host {host})"
     else:
@@ -221,7 +241,10 @@ class Results:
                     "another --section or --results."
                 )
         if self.records and self.machine:
-            for field in ("cpu", "cores", "accelerator"):
+            for field in ("cpu", "cpu_flags", "cores", "accelerator"):
+                # Files saved before the flags were recorded have none.
+                if field not in self.machine:
+                    continue
                 if machine[field] != self.machine[field]:
                     raise SystemExit(
                         f"{self.path} holds numbers measured on another machine "
