@@ -106,21 +106,20 @@ def build_model(variant, height, width, jit):
     return model
 
 
-class Part:
+def part_model(inputs, outputs, jit):
     """A `keras.Model` around one part of the attention model, compiled as
     the backend's trainer compiles a step."""
+    import keras
+    from keras import ops
 
-    def __init__(self, inputs, outputs, jit):
-        import keras
-        from keras import ops
-
-        self.model = keras.Model(inputs, outputs)
-        self.model.compile(
-            optimizer=keras.optimizers.SGD(0.0),
-            # Any loss that reaches every output: the backward pass is the same.
-            loss=lambda target, output: ops.mean(ops.cast(output, "float32") * target),
-            jit_compile=jit,
-        )
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        # Any loss that reaches every output: the backward pass is the same.
+        loss=lambda target, output: ops.mean(ops.cast(output, "float32") * target),
+        jit_compile=jit,
+    )
+    return model
 
 
 def worker(args):
@@ -139,9 +138,13 @@ def worker(args):
     images = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
     labels = rng.integers(0, NUM_CLASSES, (batch,)).astype("int32")
     model = build_model(args.variant, height, width, jit)
-    record = {"backend": args.backend, "variant": args.variant, "batch": batch}
-    record["size"] = args.size
-    record["dtype_policy"] = keras.config.dtype_policy().name
+    record = {
+        "backend": args.backend,
+        "variant": args.variant,
+        "batch": batch,
+        "size": args.size,
+        "dtype_policy": keras.config.dtype_policy().name,
+    }
 
     def per_image(fn, calls=repeats):
         return _common.time_call(fn, repeats=calls, warmup=1) / batch
@@ -223,7 +226,7 @@ def worker(args):
         outputs = Fn(fn, owners, name=name.replace(" ", "_"))(
             *[inputs[n] for n in names]
         )
-        part = Part([inputs[n] for n in names], outputs, jit).model
+        part = part_model([inputs[n] for n in names], outputs, jit)
         x = [data[n] for n in names]
         times = {"forward_s": per_image(lambda m=part, x=x: m.predict_on_batch(x))}
         if trained:
@@ -307,10 +310,6 @@ def summary(record):
     return text
 
 
-def ms(seconds):
-    return "–" if seconds is None else f"{seconds * 1e3:.2f} ms"
-
-
 def report(results, args):
     order = lambda r: (  # noqa: E731
         _common.rank(r["backend"], _common.BACKENDS),
@@ -344,10 +343,10 @@ def report(results, args):
             [
                 r["backend"],
                 r["variant"],
-                ms(step),
-                ms(r.get("predict_s")),
-                ms(full),
-                ms(r.get("full_res_predict_s")),
+                _common.format_seconds(step),
+                _common.format_seconds(r.get("predict_s")),
+                _common.format_seconds(full),
+                _common.format_seconds(r.get("full_res_predict_s")),
                 f"{full / step:.1f}x" if full and step else "–",
                 f"{bound:.1f}x" if bound else "–",
                 "yes" if r["predict_s"] <= step else "no",
@@ -373,8 +372,8 @@ def report(results, args):
                     r["backend"],
                     r["variant"],
                     name,
-                    ms(times["forward_s"]),
-                    ms(times.get("train_s")),
+                    _common.format_seconds(times["forward_s"]),
+                    _common.format_seconds(times.get("train_s")),
                     f"{100 * cost / step:.0f}%",
                     f"{macs[name] / 1e6:.0f} M" if name in macs else "",
                     f"{rate / 1e9:.1f}" if rate else "",
@@ -387,7 +386,7 @@ def report(results, args):
                 r["variant"],
                 "rest of the step",
                 "",
-                ms(step - spent),
+                _common.format_seconds(step - spent),
                 f"{100 * (step - spent) / step:.0f}%",
                 "",
                 "",
