@@ -63,17 +63,21 @@ without measuring.
 # -- machine ---------------------------------------------------------------
 
 
+def _cpuinfo(field):
+    """The first `field: value` of Linux `/proc/cpuinfo` (psutil has neither
+    the CPU model nor its flags), or None."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def cpu_model():
-    if sys.platform.startswith("linux"):
-        # psutil has no CPU model; /proc/cpuinfo has it on Linux.
-        try:
-            with open("/proc/cpuinfo") as handle:
-                for line in handle:
-                    if line.startswith("model name"):
-                        return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-    return platform.processor() or "unknown"
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 # The CPU features that decide which kernels oneDNN, XLA and ATen pick.
@@ -81,16 +85,12 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 
 def cpu_flags():
-    """Which of `CPU_FLAGS` this CPU has (Linux `/proc/cpuinfo`), or None."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    present = set(line.split(":", 1)[1].split())
-                    return [flag for flag in CPU_FLAGS if flag in present]
-    except OSError:
-        pass
-    return None
+    """Which of `CPU_FLAGS` this CPU has (Linux only), or None."""
+    flags = _cpuinfo("flags")
+    if flags is None:
+        return None
+    present = set(flags.split())
+    return [flag for flag in CPU_FLAGS if flag in present]
 
 
 BACKENDS = ("tensorflow", "jax", "torch")
