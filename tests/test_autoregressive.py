@@ -137,19 +137,47 @@ def test_sequence_head_layer(tmp_path, rng):
             "mlp_dim": 16,
             "draw_order": True,
             "max_patches": 8,
+            "shortcut": True,
+            "shortcut_scale": 3.0,
             "activation": "softmax",
         },
         [features, positions],
         (2, 3),
         tmp_path,
         # project 2, 1 block (2 norms x 2, attention 8, MLP 4), final norm 2,
-        # logits 2, class token and order embedding.
-        expected_num_trainable_weights=24,
+        # logits 2, pooled logits 2, class token and order embedding.
+        expected_num_trainable_weights=26,
         expected_num_non_trainable_weights=0,
         output_dtypes=["float32"],
     )
     with pytest.raises(ValueError, match="SequenceHead .* expects features"):
         kas.SequenceHead(2)([features, positions[:, :3]])
+
+
+def test_sequence_head_shortcut_is_a_linear_classifier_on_the_mean(rng):
+    features = rng.normal(size=(2, 4, 6)).astype("float32")
+    positions = rng.random((2, 4, 2)).astype("float32")
+    head = kas.SequenceHead(3, dim=8, blocks=1, shortcut=True, activation=None)
+    with_shortcut = ops.convert_to_numpy(head([features, positions]))
+    kernel, bias = (ops.convert_to_numpy(w) for w in head.pooled_logits.weights)
+    head.pooled_logits.kernel.assign(np.zeros_like(kernel))
+    head.pooled_logits.bias.assign(np.zeros_like(bias))
+    without = ops.convert_to_numpy(head([features, positions]))
+    np.testing.assert_allclose(
+        with_shortcut - without, features.mean(1) @ kernel + bias, rtol=1e-4, atol=1e-5
+    )
+    # With one feature per class it starts as the pool: softmax(3 mean f).
+    logits = rng.normal(size=(2, 4, 3)).astype("float32")
+    started = kas.SequenceHead(3, dim=8, blocks=1, shortcut=True)([logits, positions])
+    pool = kas.WeightedLogitPool(3.0)([logits, np.full((2, 4), 0.25, "float32")])
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(started), ops.convert_to_numpy(pool), rtol=1e-5, atol=1e-6
+    )
+    # A head saved before the shortcut existed has no "shortcut" key and no
+    # weights for it: it must come back as it was.
+    config = kas.SequenceHead(3, dim=8, blocks=1, shortcut=True).get_config()
+    del config["shortcut"]
+    assert not kas.SequenceHead.from_config(config).shortcut
 
 
 def _pairs_model(sampler, head, **settings):

@@ -37,6 +37,14 @@ notebook's own inputs); `expectation` (the original paper's estimator);
 head: patches drawn uniformly), the floor that learned attention must beat;
 and `package defaults`, the model with nothing but the task's geometry.
 
+Then the parts of the autoregressive issue on top of the package defaults,
+with REINFORCE (which they need): `defaults + reinforce` (the package's own
+sampler and pool), `defaults + autoregressive + pool` (an
+`AutoregressiveSampler`), `defaults + independent + sequence` (a
+`SequenceHead(dim=16, blocks=1, shortcut=True)`) and
+`defaults + autoregressive + sequence` (both), to check that the new
+parts do not learn worse where independent draws suffice.
+
 Each run is a fresh process. Measurements go to
 `examples/benchmarks/results/learning.json`, merged by (task, variant,
 seed); the `learning` section of docs/benchmarks.md is rendered from it.
@@ -96,6 +104,13 @@ VARIANTS = {
     },
     # Nothing given: what `AttentionSamplingModel(classes)` does today.
     "package defaults": None,
+    # The package defaults with the parts of the autoregressive issue: they
+    # need REINFORCE, so these are measured against both the package defaults
+    # and REINFORCE with the same optimiser (`defaults + reinforce`).
+    "defaults + reinforce": {"parts": (None, None)},
+    "defaults + autoregressive + pool": {"parts": ("autoregressive", None)},
+    "defaults + independent + sequence": {"parts": (None, "sequence")},
+    "defaults + autoregressive + sequence": {"parts": ("autoregressive", "sequence")},
 }
 CLASSES = {"needles": 3, "digits": 10, "lymphoma": 3}
 
@@ -133,6 +148,25 @@ def task_data(task, args):
     return (sequence,), x_test, np.asarray(y_test), geometry, {"epochs": 10}
 
 
+def parts_model(classes, geometry, seed, sampler, head):
+    """The package defaults, but for REINFORCE (which the parts need), an
+    `AutoregressiveSampler` and a `SequenceHead` where asked for."""
+    import keras_attention_sampling as kas
+
+    geometry = dict(geometry)
+    if sampler == "autoregressive":
+        sampler = kas.AutoregressiveSampler(
+            geometry.pop("n_patches"), geometry.pop("patch_size"), seed=seed
+        )
+    else:
+        geometry["seed"] = seed
+    if head == "sequence":
+        head = kas.SequenceHead(classes, dim=16, blocks=1, shortcut=True)
+    return kas.AttentionSamplingModel(
+        classes, sampler=sampler, head=head, estimator="reinforce", **geometry
+    )
+
+
 def worker(args):
     """One (task, variant, seed) run; writes its record to `--result`."""
     import keras
@@ -151,6 +185,9 @@ def worker(args):
         model = kas.AttentionSamplingModel(
             CLASSES[args.task], seed=args.seed, **geometry
         )
+        model.compile(metrics=["accuracy"])
+    elif "parts" in variant:
+        model = parts_model(CLASSES[args.task], geometry, args.seed, *variant["parts"])
         model.compile(metrics=["accuracy"])
     else:
         settings = {
@@ -186,6 +223,7 @@ def worker(args):
             "train_accuracy": [float(a) for a in history.history["accuracy"]],
             "entropy": float(history.history["entropy"][-1]),
             "train_s": seconds,
+            "steps": int(model.optimizer.iterations),
         },
     )
 
@@ -232,6 +270,15 @@ def main():
     report(results, args)
 
 
+def step_time(records):
+    """Mean training time per step (epochs' first steps included), or "–"
+    for runs recorded before steps were counted."""
+    import numpy as np
+
+    timed = [r["train_s"] / r["steps"] for r in records if r.get("steps")]
+    return _common.format_seconds(float(np.mean(timed))) if timed else "–"
+
+
 def report(results, args):
     import numpy as np
 
@@ -242,6 +289,7 @@ def report(results, args):
         "worst seed",
         "seeds learned",
         "train time / run",
+        "time / step",
     ]
     rows = []
     for task in TASKS:
@@ -250,7 +298,7 @@ def report(results, args):
             if not records:
                 continue
             if not done:
-                rows.append([task, variant, records[0]["error"], "", "", ""])
+                rows.append([task, variant, records[0]["error"], "", "", "", ""])
                 continue
             accuracy = np.array([r["accuracy"] for r in done])
             threshold = (1 + 1 / CLASSES[task]) / 2
@@ -264,6 +312,7 @@ def report(results, args):
                     _common.format_seconds(
                         float(np.mean([r["train_s"] for r in done]))
                     ),
+                    step_time(done),
                 ]
             )
     _common.print_table(header, rows)
@@ -281,8 +330,9 @@ def report(results, args):
         f"{settings['digits_train']} training "
         "canvases, 10 epochs), *lymphoma* (`SyntheticLymphoma`, 260x347, class "
         "evidence on 30% of each image, no augmentation, 20 patches of 25, 2 "
-        "draws per image, 10 epochs). See the script's docstring for every "
-        "variant."
+        "draws per image, 10 epochs). *time / step* is the training time over "
+        "the optimiser's steps, compilation and first steps included. See the "
+        "script's docstring for every variant."
     )
     _common.write_section(
         args,

@@ -15,7 +15,18 @@ class SequenceHead(keras.layers.Layer):
     `draw_order=True`, a learned embedding of its place in the draw order;
     a class token then attends over the sequence through `blocks` pre-norm
     transformer blocks (`keras.layers.MultiHeadAttention` and an MLP), and
-    its final vector gives the class probabilities. It works with
+    its final vector gives the class logits. With `shortcut=True` a linear
+    classifier on the mean of the patch features is added to them, and the
+    class token's logits start at zero. When the features have one value per
+    class (the package's `NormalizedFeature` logits) the classifier starts as
+    `shortcut_scale` times the identity, so the head starts as
+    `WeightedLogitPool(logit_scale=shortcut_scale)` over draws with
+    replacement: evidence that any one patch shows is learned as fast as by
+    the pool, and the transformer only has to learn what the pool misses.
+    That suits evidence that single patches show (on the synthetic lymphoma
+    it took the head from 60% to 84%); where only a pair of patches tells
+    the class it held the head at chance (the same/different task of the
+    benchmarks), which is why it is off by default. The head works with
     `PatchSampler` and with `AutoregressiveSampler` alike.
 
     Args:
@@ -27,6 +38,11 @@ class SequenceHead(keras.layers.Layer):
         draw_order: add an embedding of the draw order (for an
             `AutoregressiveSampler`, whose order means something).
         max_patches: longest sequence the draw-order embedding covers.
+        shortcut: add a linear classifier on the mean patch feature to the
+            class token's logits (which then start at zero).
+        shortcut_scale: the classifier's starting kernel is this times the
+            identity when the features have `units` values; Glorot-uniform
+            otherwise. 3.0 is `AttentionSamplingModel`'s `logit_scale`.
         activation: applied to the logits; `None` returns them.
         **kwargs: base layer arguments.
 
@@ -56,6 +72,8 @@ class SequenceHead(keras.layers.Layer):
         mlp_dim=64,
         draw_order=True,
         max_patches=64,
+        shortcut=False,
+        shortcut_scale=3.0,
         activation="softmax",
         **kwargs,
     ):
@@ -72,6 +90,8 @@ class SequenceHead(keras.layers.Layer):
         self.mlp_dim = int(mlp_dim)
         self.draw_order = bool(draw_order)
         self.max_patches = int(max_patches)
+        self.shortcut = bool(shortcut)
+        self.shortcut_scale = float(shortcut_scale)
         self.activation = keras.activations.get(activation)
         policy = self.dtype_policy
         self.project = keras.layers.Dense(dim, dtype=policy, name="project")
@@ -100,7 +120,15 @@ class SequenceHead(keras.layers.Layer):
         self.final_norm = keras.layers.LayerNormalization(
             dtype=policy, name="final_norm"
         )
-        self.logits = keras.layers.Dense(units, dtype=policy, name="logits")
+        # With the shortcut the head starts as the pool, the transformer's
+        # say growing from zero.
+        self.logits = keras.layers.Dense(
+            units,
+            kernel_initializer="zeros" if self.shortcut else "glorot_uniform",
+            dtype=policy,
+            name="logits",
+        )
+        self.pooled_logits = None
 
     def build(self, input_shape):
         feature_shape, position_shape = input_shape
@@ -131,6 +159,19 @@ class SequenceHead(keras.layers.Layer):
             self.mlps_out[i].build((feature_shape[0], None, self.mlp_dim))
         self.final_norm.build((feature_shape[0], self.dim))
         self.logits.build((feature_shape[0], self.dim))
+        if self.shortcut:
+            square = feature_shape[2] == self.units
+            self.pooled_logits = keras.layers.Dense(
+                self.units,
+                kernel_initializer=(
+                    keras.initializers.Identity(self.shortcut_scale)
+                    if square
+                    else "glorot_uniform"
+                ),
+                dtype=self.dtype_policy,
+                name="pooled_logits",
+            )
+            self.pooled_logits.build((feature_shape[0], feature_shape[2]))
 
     def call(self, inputs, training=None):
         features, positions = inputs
@@ -148,6 +189,8 @@ class SequenceHead(keras.layers.Layer):
             x = x + self.attentions[i](y, y, training=training)
             x = x + self.mlps_out[i](self.mlps_in[i](self.mlp_norms[i](x)))
         logits = self.logits(self.final_norm(x[:, 0]))
+        if self.shortcut:
+            logits = logits + self.pooled_logits(ops.mean(features, axis=1))
         return self.activation(ops.cast(logits, "float32"))
 
     def compute_output_shape(self, input_shape):
@@ -164,6 +207,8 @@ class SequenceHead(keras.layers.Layer):
                 "mlp_dim": self.mlp_dim,
                 "draw_order": self.draw_order,
                 "max_patches": self.max_patches,
+                "shortcut": self.shortcut,
+                "shortcut_scale": self.shortcut_scale,
                 "activation": keras.activations.serialize(self.activation),
             }
         )
