@@ -23,8 +23,8 @@ class SequenceHead(keras.layers.Layer):
     `WeightedLogitPool(logit_scale=shortcut_scale)` over draws with
     replacement: evidence that any one patch shows is learned as fast as by
     the pool, and the transformer only has to learn what the pool misses.
-    That suits evidence that single patches show (on the synthetic lymphoma
-    it took the head from 60% to 84%); where only a pair of patches tells
+    That suits evidence that single patches show (see the synthetic
+    lymphoma rows of the learning benchmark); where only a pair of patches tells
     the class it held the head at chance (the same/different task of the
     benchmarks), which is why it is off by default. The head works with
     `PatchSampler` and with `AutoregressiveSampler` alike.
