@@ -335,7 +335,8 @@ def report(results, args):
         f"{settings['digits_train']} training "
         "canvases, 10 epochs), *lymphoma* (`SyntheticLymphoma`, 260x347, class "
         "evidence on 30% of each image, no augmentation, 20 patches of 25, 2 "
-        "draws per image, 10 epochs; *lymphoma 30 epochs* the same for 30). *time / step* is the training time over "
+        "draws per image, 10 epochs; *lymphoma 30 epochs* the same for 30). "
+        "*time / step* is the training time over "
         "the optimiser's steps, compilation and first steps included. See the "
         "script's docstring for every variant."
     )
