@@ -120,9 +120,10 @@ def worker(args):
     seconds = time.perf_counter() - start
     predicted = model.predict(test, verbose=0).argmax(-1)
     top_k = None
-    if args.variant != "downsampled CNN":
+    if args.variant not in ("downsampled CNN", "uniform"):
         # The same trained model with the N most likely cells instead of N
-        # draws: what the map alone has learned to point at.
+        # draws: what the map alone has learned to point at. (A uniform map
+        # has no most likely cells; top-k would take its first N.)
         model.inference_sampling = "top_k"
         top_k = float(np.mean(model.predict(test, verbose=0).argmax(-1) == test.labels))
     _common.write_json(
@@ -170,10 +171,7 @@ def main():
             for patches in budgets:
                 for seed in range(args.seeds):
                     point = {"variant": variant, "patches": int(patches), "seed": seed}
-                    if args.resume and any(
-                        all(r.get(k) == point[k] for k in KEY) and "accuracy" in r
-                        for r in results.records
-                    ):
+                    if args.resume and _common.select(results.records, **point)[1]:
                         continue
                     record = _common.run_point(
                         __file__, point, task, backend=backend, timeout=args.timeout
@@ -200,7 +198,9 @@ def report(results, args):
             accuracy = np.array([r["accuracy"] for r in done])
             means[(variant, patches)] = accuracy.mean()
             spread = accuracy.std(ddof=1) if len(done) > 1 else 0.0
-            top_k = [r["top_k_accuracy"] for r in done if r.get("top_k_accuracy")]
+            top_k = [
+                r["top_k_accuracy"] for r in done if r.get("top_k_accuracy") is not None
+            ]
             rows.append(
                 [
                     variant,

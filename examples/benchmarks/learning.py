@@ -260,13 +260,9 @@ def main():
         for task in args.tasks.split(","):
             for variant in args.variants.split(","):
                 for seed in range(args.seeds):
-                    if args.resume and any(
-                        (r["task"], r["variant"], r["seed"]) == (task, variant, seed)
-                        and "accuracy" in r
-                        for r in results.records
-                    ):
-                        continue
                     point = {"task": task, "variant": variant, "seed": seed}
+                    if args.resume and _common.select(results.records, **point)[1]:
+                        continue
                     record = _common.run_point(
                         __file__, point, settings, backend=backend, timeout=args.timeout
                     )
