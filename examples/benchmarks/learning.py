@@ -37,7 +37,9 @@ notebook's own inputs); `expectation` (the original paper's estimator);
 `uniform start` (`AttentionMap(head_initializer="zeros")`); `mixing 0.1`
 (`AttentionMap(uniform_mixing=0.1)`); `uniform sampling` (a frozen zero
 head: patches drawn uniformly), the floor that learned attention must beat;
-and `package defaults`, the model with nothing but the task's geometry.
+and `package defaults`, the model with nothing but the task's geometry
+(`package defaults until 2026-12-02`: those before the expectation
+estimator's entropy weight became 0, i.e. with 0.05).
 
 Then the parts of the autoregressive issue on top of the package defaults,
 with REINFORCE (which they need): `defaults + reinforce` (the package's own
@@ -108,6 +110,13 @@ VARIANTS = {
     },
     # Nothing given: what `AttentionSamplingModel(classes)` does today.
     "package defaults": None,
+    # The package defaults as they were until 2026-12-02 (the same model as
+    # `beta_1 0.9 + expectation`, measured again after the block-wise draws):
+    # the expectation estimator with REINFORCE's entropy weight 0.05.
+    "package defaults until 2026-12-02": {
+        "attention_beta_1": 0.9,
+        "model": {"estimator": "expectation"},
+    },
     # The package defaults with the parts of the autoregressive issue: they
     # need REINFORCE, so these are measured against both the package defaults
     # and REINFORCE with the same optimiser (`defaults + reinforce`).

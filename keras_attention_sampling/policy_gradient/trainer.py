@@ -16,6 +16,12 @@ from keras_attention_sampling.policy_gradient import reinforce
 from keras_attention_sampling.policy_gradient.reward_baseline import RewardBaseline
 
 ESTIMATORS = ("reinforce", "expectation")
+# The reference notebook's entropy weight, REINFORCE's default.
+REINFORCE_ENTROPY_WEIGHT = 0.05
+# `entropy_weight=None` gives each estimator its own, chosen by the learning
+# and Megapixel-MNIST benchmarks (docs/benchmarks.md): the expectation
+# estimator learns where to look from the classification loss itself.
+ESTIMATOR_ENTROPY_WEIGHTS = {"reinforce": REINFORCE_ENTROPY_WEIGHT, "expectation": 0.0}
 
 _GLOBAL_MEAN = contextvars.ContextVar("global_mean", default=ops.mean)
 
@@ -77,7 +83,7 @@ def reference_settings():
             "estimator": "reinforce",
             "reward": "bounded",
             "baseline": "mean",
-            "entropy_weight": 0.05,
+            "entropy_weight": REINFORCE_ENTROPY_WEIGHT,
             "samples_per_image": 4,
             "rescale": 1 / 255,
             "offset": 0.0,
@@ -169,9 +175,14 @@ class PolicyGradientMixin:
             `RewardBaseline`, which owns it.
         baseline_momentum: decay of the moving-average baseline.
         entropy_weight: weight `lambda` of the entropy regulariser: a number,
-            or a `keras.optimizers.schedules.LearningRateSchedule` of the
+            a `keras.optimizers.schedules.LearningRateSchedule` of the
             attention optimiser's step (e.g. `PolynomialDecay(0.05, 10000,
-            0.005)` to explore less as training goes on).
+            0.005)` to explore less as training goes on), or `None`, the
+            estimator's choice: 0 with `"expectation"` (whose gradient
+            already carries the classification loss to the attention; the
+            reference notebook's 0.05 kept a 4096-cell map uniform on
+            Megapixel MNIST at one patch), `REINFORCE_ENTROPY_WEIGHT` (0.05, the reference
+            notebook's) with `"reinforce"`. See docs/benchmarks.md.
         samples_per_image: independent draws of patches per image in a
             training batch (the reference notebook's 4).
         **kwargs: the model's other arguments.
@@ -184,7 +195,7 @@ class PolicyGradientMixin:
         reward="bounded",
         baseline="mean",
         baseline_momentum=0.9,
-        entropy_weight=0.05,
+        entropy_weight=None,
         samples_per_image=4,
         **kwargs,
     ):
@@ -216,6 +227,10 @@ class PolicyGradientMixin:
         REINFORCE. (Each model checks an estimator given explicitly.)"""
         if self._estimator is None:
             self._estimator = "expectation" if expectation_applies else "reinforce"
+        if self._entropy_weight is None:
+            # A direct call: TensorFlow's attribute tracking skips a property
+            # setter given the value the attribute already holds (None).
+            self._set_entropy_weight(None)
 
     baseline = LayerSetting("reward_baseline", "mode")
     baseline_momentum = LayerSetting("reward_baseline", "momentum")
@@ -242,9 +257,17 @@ class PolicyGradientMixin:
 
     @entropy_weight.setter
     def entropy_weight(self, value):
+        self._set_entropy_weight(value)
+
+    def _set_entropy_weight(self, value):
         if isinstance(value, dict):  # as get_config stores a schedule
             value = keras.saving.deserialize_keras_object(value)
-        if not isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+        if value is None:
+            # The estimator's choice; until the model knows its parts (and
+            # so its estimator), it stays None.
+            if self._estimator is not None:
+                value = ESTIMATOR_ENTROPY_WEIGHTS[self._estimator]
+        elif not isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
             value = float(value)
         self._entropy_weight = value
         drop_compiled_functions(self)
