@@ -35,8 +35,8 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
     `ExpectationPool` turns them into an unbiased estimate of the
     attention-weighted average of every cell's logits, multiplied by
     `logit_scale` and put through a softmax; `fit` trains the whole model by
-    the compiled loss through it, plus the entropy regulariser for the
-    attention. With `estimator="reinforce"` (the reference notebook's) the
+    the compiled loss through it (with no entropy regulariser unless
+    `entropy_weight` is given). With `estimator="reinforce"` (the reference notebook's) the
     pool is a `WeightedLogitPool` and the attention network is trained by
     entropy-regularised REINFORCE instead (see `PolicyGradientMixin`); a
     `head` or an `AutoregressiveSampler` given as a part needs it, and is

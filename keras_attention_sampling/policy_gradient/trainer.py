@@ -178,11 +178,11 @@ class PolicyGradientMixin:
             a `keras.optimizers.schedules.LearningRateSchedule` of the
             attention optimiser's step (e.g. `PolynomialDecay(0.05, 10000,
             0.005)` to explore less as training goes on), or `None`, the
-            estimator's choice: 0 with `"expectation"` (whose gradient
-            already carries the classification loss to the attention; the
-            reference notebook's 0.05 kept a 4096-cell map uniform on
-            Megapixel MNIST at one patch), `REINFORCE_ENTROPY_WEIGHT` (0.05, the reference
-            notebook's) with `"reinforce"`. See docs/benchmarks.md.
+            estimator's choice: 0.05 (the reference notebook's) with
+            `"reinforce"`, 0 with `"expectation"`, whose gradient already
+            carries the classification loss to the attention (0.05 kept a
+            64 x 64 map uniform on Megapixel MNIST at one patch; see
+            docs/benchmarks.md). The model's config holds the number.
         samples_per_image: independent draws of patches per image in a
             training batch (the reference notebook's 4).
         **kwargs: the model's other arguments.
