@@ -36,11 +36,11 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
     attention-weighted average of every cell's logits, multiplied by
     `logit_scale` and put through a softmax; `fit` trains the whole model by
     the compiled loss through it (with no entropy regulariser unless
-    `entropy_weight` is given). With `estimator="reinforce"` (the reference notebook's) the
-    pool is a `WeightedLogitPool` and the attention network is trained by
-    entropy-regularised REINFORCE instead (see `PolicyGradientMixin`); a
-    `head` or an `AutoregressiveSampler` given as a part needs it, and is
-    given it by default.
+    `entropy_weight` is given). With `estimator="reinforce"` (the reference
+    notebook's) the pool is a `WeightedLogitPool` and the attention network is
+    trained by entropy-regularised REINFORCE instead (see
+    `PolicyGradientMixin`); a `head` or an `AutoregressiveSampler` given as a
+    part needs it, and is given it by default.
 
     Pixel values in `[0, 255]` go in, as `uint8` or float, like the
     `keras.applications` models that include their preprocessing. The model
