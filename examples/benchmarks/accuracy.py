@@ -248,9 +248,12 @@ def report(results, args):
         "10%. Every variant has the same digit backbone; see the script's "
         "docstring."
     )
-    _common.write_section(
-        args, results, "Megapixel MNIST", description, header, rows, checks
-    )
+    title = "Megapixel MNIST"
+    if args.section != "accuracy":
+        # Another section holds another setting (e.g. `--train 5000`, the
+        # paper's training set); its title says which.
+        title += f" ({settings['train']} training canvases, {settings['canvas']}²)"
+    _common.write_section(args, results, title, description, header, rows, checks)
 
 
 def vote_ceiling(n_patches, trials=200_000, seed=0):
