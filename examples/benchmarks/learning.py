@@ -137,7 +137,13 @@ VARIANTS = {
     "defaults + independent + sequence": {"parts": (None, "sequence")},
     "defaults + autoregressive + sequence": {"parts": ("autoregressive", "sequence")},
 }
-CLASSES = {"needles": 3, "digits": 10}
+CLASSES = {
+    "needles": 3,
+    "digits": 10,
+    "lymphoma": 3,
+    "lymphoma 30 epochs": 3,
+    "lymphoma 30 epochs new slides": 3,
+}
 
 
 def task_data(task, args):
@@ -167,10 +173,11 @@ def task_data(task, args):
     source = datasets.SyntheticLymphoma(60, seed=2024, **lymphoma)
     train, _, test = datasets.split_random(source.labels, (0.7, 0.15, 0.15), seed=0)
     sequence = datasets.ImageSequence(source, 8, indices=train, shuffle=True, seed=0)
-    x_test, y_test = datasets.ImageSequence(source, len(test), indices=test)[0]
-    if task.endswith(" new slides"):
+    if task == "lymphoma 30 epochs new slides":
         unseen = datasets.SyntheticLymphoma(90, seed=2025, **lymphoma)
         x_test, y_test = datasets.ImageSequence(unseen, len(unseen.labels))[0]
+    else:
+        x_test, y_test = datasets.ImageSequence(source, len(test), indices=test)[0]
     geometry = {"scale": 5, "n_patches": 20, "patch_size": 25, "samples_per_image": 2}
     epochs = 10 if task == "lymphoma" else 30
     return (sequence,), x_test, np.asarray(y_test), geometry, {"epochs": epochs}
@@ -204,7 +211,7 @@ def worker(args):
 
     variant = VARIANTS[args.variant]
     train, x_test, y_test, geometry, fit = task_data(args.task, args)
-    classes = CLASSES.get(args.task, 3)
+    classes = CLASSES[args.task]
     keras.utils.set_random_seed(args.seed)
     if args.task == "digits":
         geometry["feature_network"] = kas.NormalizedFeature(
@@ -324,7 +331,7 @@ def report(results, args):
                 rows.append([task, variant, records[0]["error"], "", "", "", ""])
                 continue
             accuracy = np.array([r["accuracy"] for r in done])
-            threshold = (1 + 1 / CLASSES.get(task, 3)) / 2
+            threshold = (1 + 1 / CLASSES[task]) / 2
             rows.append(
                 [
                     task,
