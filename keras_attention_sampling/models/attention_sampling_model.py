@@ -89,8 +89,11 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         padding: `"reflect"` or `"constant"` at the image borders.
         inference_sampling: `"sample"` or `"top_k"` for `predict`/`evaluate`.
         logit_scale: factor of the pooled unit-norm logits (the reference
-            notebook's 3; release 0.1 called it `temperature`, which is still
-            accepted).
+            notebook's 3, for its three classes; release 0.1 called it
+            `temperature`, which is still accepted). It caps the confidence,
+            the more so the more classes: with ten, 3 caps every prediction
+            at 0.72, and 10 learned far better (docs/benchmarks.md,
+            Megapixel MNIST).
         attention_gradient: with REINFORCE, let the classification loss reach
             the attention through the pool weights too (off in the reference
             notebook). The expectation estimator always does.
