@@ -85,8 +85,10 @@ SCALE, PATCH, CLASSES = 8, 50, 10
 def parse_variant(variant):
     """`(base variant, model arguments, cosine decay?)` of a variant name."""
     base, *changes = variant.split(" + ")
-    if base not in VARIANTS or base == "downsampled CNN" and changes:
+    if base not in VARIANTS or (base == "downsampled CNN" and changes):
         raise ValueError(f"accuracy.py: unknown variant {variant!r}")
+    if len({change.split(" ")[0] for change in changes}) < len(changes):
+        raise ValueError(f"accuracy.py: a change repeated in {variant!r}")
     extra, cosine = {}, False
     for change in changes:
         if change == "cosine decay":
@@ -172,7 +174,7 @@ def worker(args):
     seconds = time.perf_counter() - start
     predicted = model.predict(test, verbose=0).argmax(-1)
     top_k = None
-    if args.variant not in ("downsampled CNN", "uniform"):
+    if parse_variant(args.variant)[0] not in ("downsampled CNN", "uniform"):
         # The same trained model with the N most likely cells instead of N
         # draws: what the map alone has learned to point at. (A uniform map
         # has no most likely cells; top-k would take its first N.)
@@ -213,6 +215,11 @@ def main():
     if parsed is None:
         return
     args, backend, results = parsed
+    for variant in args.variants.split(","):
+        try:  # a misspelt name stops here, not in each worker
+            parse_variant(variant)
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
     if not args.report_only:
         task = {
             key: getattr(args, key) for key in ("canvas", "train", "test", "epochs")
@@ -320,35 +327,38 @@ def targets(means):
     lines = []
 
     def best(patches):
+        """`(mean, variant)` of the best learned variant at `patches`."""
         return max(
             [
-                mean
+                (mean, variant)
                 for (variant, budget), mean in means.items()
                 if budget == patches
                 and parse_variant(variant)[0] not in ("uniform", "downsampled CNN")
             ],
-            default=0,
+            default=(0, None),
         )
 
-    if best(10):
+    ten, variant = best(10)
+    if variant:
         lines.append(
-            f"better estimator at 10 patches: {best(10):.1%} (target >= 90%: "
-            f"{'met' if best(10) >= 0.9 else 'missed'}; a with-replacement vote "
+            f"better estimator at 10 patches: {ten:.1%}, {variant} (target >= "
+            f"90%: {'met' if ten >= 0.9 else 'missed'}; a with-replacement vote "
             f"of perfect features spread evenly over the digits: "
             f"{vote_ceiling(10):.1%})"
         )
-    if ("uniform", 5) in means and best(5):
-        gap = 100 * (best(5) - means[("uniform", 5)])
+    five, variant = best(5)
+    if ("uniform", 5) in means and variant:
+        gap = 100 * (five - means[("uniform", 5)])
         lines.append(
-            f"learned - uniform at 5 patches: {gap:+.1f} points (target >= 30: "
-            f"{'met' if gap >= 30 else 'missed'})"
+            f"learned - uniform at 5 patches: {gap:+.1f} points, {variant} "
+            f"(target >= 30: {'met' if gap >= 30 else 'missed'})"
         )
-    one = best(1)
-    if one:
+    one, variant = best(1)
+    if variant:
         gap = 100 * (one - 0.1)
         lines.append(
-            f"above chance at 1 patch: {gap:+.1f} points (target >= 20: "
-            f"{'met' if gap >= 20 else 'missed'})"
+            f"above chance at 1 patch: {gap:+.1f} points, {variant} (target >= "
+            f"20: {'met' if gap >= 20 else 'missed'})"
         )
     return lines
 
