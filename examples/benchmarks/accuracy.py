@@ -74,11 +74,9 @@ VARIANTS = (
     "uniform",
     "downsampled CNN",
 )
-# A variant is one of the above, or one of them followed by changes, each
-# " + CHANGE": `entropy W` (`entropy_weight=W`), `logit scale S`
-# (`logit_scale=S`) or `cosine decay` (both optimisers' learning rates
-# decayed from 1e-3 to 0 over the run, `keras.optimizers.schedules.CosineDecay`).
-CHANGES = ("entropy ", "logit scale ", "cosine decay")
+# The changes a variant name may append (see the docstring): each numeric
+# one sets one model argument; `cosine decay` changes the optimisers.
+NUMERIC_CHANGES = {"entropy ": "entropy_weight", "logit scale ": "logit_scale"}
 SCALE, PATCH, CLASSES = 8, 50, 10
 
 
@@ -89,20 +87,17 @@ def parse_variant(variant):
         raise ValueError(f"accuracy.py: unknown variant {variant!r}")
     if len({change.split(" ")[0] for change in changes}) < len(changes):
         raise ValueError(f"accuracy.py: a change repeated in {variant!r}")
-    extra, cosine = {}, False
+    extra = {}
     for change in changes:
-        if change == "cosine decay":
-            cosine = True
-        elif change.startswith("entropy "):
-            extra["entropy_weight"] = float(change.removeprefix("entropy "))
-        elif change.startswith("logit scale "):
-            extra["logit_scale"] = float(change.removeprefix("logit scale "))
-        else:
+        prefix = next((p for p in NUMERIC_CHANGES if change.startswith(p)), None)
+        if prefix:
+            extra[NUMERIC_CHANGES[prefix]] = float(change.removeprefix(prefix))
+        elif change != "cosine decay":
             raise ValueError(
-                f"accuracy.py: unknown change {change!r} in {variant!r}; "
-                f"expected one of {CHANGES}"
+                f"accuracy.py: unknown change {change!r} in {variant!r}; expected "
+                f"'cosine decay' or one of {tuple(NUMERIC_CHANGES)} and a number"
             )
-    return base, extra, cosine
+    return base, extra, "cosine decay" in changes
 
 
 def build(variant, n_patches, seed, steps):
@@ -144,14 +139,20 @@ def build(variant, n_patches, seed, steps):
     optimizers = {}
     if cosine:
 
-        def decayed(**kwargs):
-            schedule = keras.optimizers.schedules.CosineDecay(1e-3, steps)
-            return keras.optimizers.Adam(schedule, **kwargs)
+        def decayed(optimizer):
+            # The same optimiser (the defaults' own settings), its learning
+            # rate decayed from the one it has to 0 over the run.
+            config = optimizer.get_config()
+            config["learning_rate"] = keras.optimizers.schedules.CosineDecay(
+                config["learning_rate"], steps
+            )
+            return type(optimizer).from_config(config)
 
-        # The attention optimiser keeps the package default's beta_1.
         optimizers = {
-            "optimizer": decayed(),
-            "attention_optimizer": decayed(beta_1=0.9),
+            "optimizer": decayed(keras.optimizers.Adam()),
+            "attention_optimizer": decayed(
+                kas.policy_gradient.default_attention_optimizer()
+            ),
         }
     model.compile(metrics=["accuracy"], **optimizers)
     return model
@@ -174,7 +175,7 @@ def worker(args):
     seconds = time.perf_counter() - start
     predicted = model.predict(test, verbose=0).argmax(-1)
     top_k = None
-    if parse_variant(args.variant)[0] not in ("downsampled CNN", "uniform"):
+    if args.variant.split(" + ")[0] not in ("downsampled CNN", "uniform"):
         # The same trained model with the N most likely cells instead of N
         # draws: what the map alone has learned to point at. (A uniform map
         # has no most likely cells; top-k would take its first N.)
