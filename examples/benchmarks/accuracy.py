@@ -51,8 +51,10 @@ patches; >= 30 points above uniform sampling at 5 patches; >= 20 points above
 chance (10%) at 1 patch. The original 1500 canvas needs a GPU; the committed
 setting is the largest canvas that trains in about half an hour per run on
 2 CPU cores. Measurements go to `examples/benchmarks/results/accuracy.json`,
-merged by (variant, patches, seed); the `accuracy` section of
-docs/benchmarks.md is rendered from it.
+merged by (variant, patches, seed, backend); the `accuracy` section of
+docs/benchmarks.md is rendered from it, each backend's runs on their own rows
+and its targets judged on them alone (`--backend`, or `KERAS_BACKEND`, picks
+the one a run uses).
 """
 
 import argparse
@@ -64,7 +66,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
 
-KEY = ("variant", "patches", "seed")
+KEY = ("variant", "patches", "seed", "backend")
+BACKENDS = ("tensorflow", "jax", "torch")
 VARIANTS = (
     "reinforce",
     "expectation",
@@ -231,11 +234,16 @@ def main():
             for patches in budgets:
                 for seed in range(args.seeds):
                     point = {"variant": variant, "patches": int(patches), "seed": seed}
-                    if args.resume and _common.select(results.records, **point)[1]:
+                    if (
+                        args.resume
+                        and _common.select(results.records, backend=backend, **point)[1]
+                    ):
                         continue
                     record = _common.run_point(
                         __file__, point, task, backend=backend, timeout=args.timeout
                     )
+                    # A failed run's record names its backend too.
+                    record.setdefault("backend", backend)
                     print(*point.values(), record.get("accuracy", record.get("error")))
                     results.add(record)
     report(results, args)
@@ -246,47 +254,58 @@ def report(results, args):
 
     rows, means = [], {}
     recorded = [r["variant"] for r in results.records]
-    # The grid's variants in their order, then any changed ones recorded.
+    backends = [b for b in BACKENDS if any(r["backend"] == b for r in results.records)]
+    # The grid's variants in their order, then any changed ones recorded;
+    # each budget's backends side by side.
     for variant in dict.fromkeys([*VARIANTS, *recorded]):
         if variant not in recorded:
             continue
         for patches in sorted(
             {r["patches"] for r in results.records if r["variant"] == variant}
         ):
-            records, done = _common.select(
-                results.records, variant=variant, patches=patches
-            )
-            if not done:
-                rows.append([variant, patches or "–", records[0]["error"], "", "", ""])
-                continue
-            accuracy = np.array([r["accuracy"] for r in done])
-            means[(variant, patches)] = accuracy.mean()
-            spread = accuracy.std(ddof=1) if len(done) > 1 else 0.0
-            top_k = [
-                r["top_k_accuracy"] for r in done if r.get("top_k_accuracy") is not None
-            ]
-            rows.append(
-                [
-                    variant,
-                    patches or "–",
-                    f"{accuracy.mean():.1%} ± {spread:.1%}",
-                    f"{np.mean(top_k):.1%} ({len(top_k)})" if top_k else "–",
-                    len(done),
-                    _common.format_seconds(
-                        float(np.mean([r["train_s"] for r in done]))
-                    ),
+            for backend in backends:
+                point = {"variant": variant, "patches": patches, "backend": backend}
+                records, done = _common.select(results.records, **point)
+                if not records:
+                    continue
+                if not done:
+                    rows.append(
+                        [variant, patches or "–", backend, records[0]["error"]]
+                        + [""] * 3
+                    )
+                    continue
+                accuracy = np.array([r["accuracy"] for r in done])
+                means[(variant, patches, backend)] = accuracy.mean()
+                spread = accuracy.std(ddof=1) if len(done) > 1 else 0.0
+                top_k = [
+                    r["top_k_accuracy"]
+                    for r in done
+                    if r.get("top_k_accuracy") is not None
                 ]
-            )
+                rows.append(
+                    [
+                        variant,
+                        patches or "–",
+                        backend,
+                        f"{accuracy.mean():.1%} ± {spread:.1%}",
+                        f"{np.mean(top_k):.1%} ({len(top_k)})" if top_k else "–",
+                        len(done),
+                        _common.format_seconds(
+                            float(np.mean([r["train_s"] for r in done]))
+                        ),
+                    ]
+                )
     header = [
         "variant",
         "patches",
+        "backend",
         "test accuracy (mean ± std)",
         "top-k cells (seeds)",
         "seeds",
         "train time / run",
     ]
     _common.print_table(header, rows)
-    checks = targets(means)
+    checks = [line for backend in backends for line in targets(means, backend)]
     for line in checks:
         print(line)
     settings = results.settings
@@ -323,8 +342,8 @@ def vote_ceiling(n_patches, trials=200_000, seed=0):
     return float(np.mean(votes.argmax(1) == 0))
 
 
-def targets(means):
-    """The targets, met or missed, from the mean accuracies."""
+def targets(means, backend):
+    """The targets on `backend`, met or missed, from the mean accuracies."""
     lines = []
 
     def best(patches):
@@ -332,8 +351,9 @@ def targets(means):
         return max(
             [
                 (mean, variant)
-                for (variant, budget), mean in means.items()
+                for (variant, budget, on), mean in means.items()
                 if budget == patches
+                and on == backend
                 and parse_variant(variant)[0] not in ("uniform", "downsampled CNN")
             ],
             default=(0, None),
@@ -342,24 +362,24 @@ def targets(means):
     ten, variant = best(10)
     if variant:
         lines.append(
-            f"better estimator at 10 patches: {ten:.1%}, {variant} (target >= "
-            f"90%: {'met' if ten >= 0.9 else 'missed'}; a with-replacement vote "
-            f"of perfect features spread evenly over the digits: "
-            f"{vote_ceiling(10):.1%})"
+            f"{backend}: better estimator at 10 patches: {ten:.1%}, {variant} "
+            f"(target >= 90%: {'met' if ten >= 0.9 else 'missed'}; a "
+            "with-replacement vote of perfect features spread evenly over the "
+            f"digits: {vote_ceiling(10):.1%})"
         )
     five, variant = best(5)
-    if ("uniform", 5) in means and variant:
-        gap = 100 * (five - means[("uniform", 5)])
+    if ("uniform", 5, backend) in means and variant:
+        gap = 100 * (five - means[("uniform", 5, backend)])
         lines.append(
-            f"learned - uniform at 5 patches: {gap:+.1f} points, {variant} "
-            f"(target >= 30: {'met' if gap >= 30 else 'missed'})"
+            f"{backend}: learned - uniform at 5 patches: {gap:+.1f} points, "
+            f"{variant} (target >= 30: {'met' if gap >= 30 else 'missed'})"
         )
     one, variant = best(1)
     if variant:
         gap = 100 * (one - 0.1)
         lines.append(
-            f"above chance at 1 patch: {gap:+.1f} points, {variant} (target >= "
-            f"20: {'met' if gap >= 20 else 'missed'})"
+            f"{backend}: above chance at 1 patch: {gap:+.1f} points, {variant} "
+            f"(target >= 20: {'met' if gap >= 20 else 'missed'})"
         )
     return lines
 
