@@ -48,9 +48,9 @@ def snapshot(variables):
     return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
 
 
-def moved(before, variables):
+def moved(before, variables, atol=1e-8):
     return [
-        not np.allclose(b, keras.ops.convert_to_numpy(v))
+        not np.allclose(b, keras.ops.convert_to_numpy(v), atol=atol)
         for b, v in zip(before, variables)
     ]
 
@@ -556,9 +556,12 @@ def test_entropy_weight_schedule_is_read_at_each_step(tmp_path, rng):
     model.build(x.shape)
     before = snapshot(model.attention_network.trainable_variables)
     model.fit(x, y, epochs=1, verbose=0)  # step 0: weight 0
-    assert not any(moved(before, model.attention_network.trainable_variables))
+    # Rewards and baseline agree only to float32 rounding, which moved a
+    # bias by 1.6e-8 on JAX; a step of the entropy term moves it by far more.
+    variables = model.attention_network.trainable_variables
+    assert not any(moved(before, variables, atol=1e-6))
     model.fit(x, y, epochs=1, verbose=0)  # step 1: weight 100, same compiled step
-    assert any(moved(before, model.attention_network.trainable_variables))
+    assert any(moved(before, variables, atol=1e-3))
     assert float(ops.convert_to_numpy(model.entropy_weight_now())) == 100.0
     path = os.path.join(tmp_path, "schedule.keras")
     model.save(path)
