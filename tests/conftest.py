@@ -1,6 +1,29 @@
-import keras
-import numpy as np
-import pytest
+import os
+import shutil
+import tempfile
+
+# Compiling takes about half of the JAX pass, and many tests compile the same
+# programs (the learning tests' seeds, the distribution workers' steps). A
+# compilation cache in a directory of this run's own lets those reuse one
+# compilation, across the worker processes too (they inherit the variables),
+# without carrying anything over from an earlier run. A cache directory the
+# user set is kept. JAX reads these when it is imported, so they come first.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _JAX_CACHE = tempfile.mkdtemp(prefix="kas-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+else:
+    _JAX_CACHE = None
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _JAX_CACHE:
+        shutil.rmtree(_JAX_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -70,23 +70,23 @@ def test_value_and_both_gradients_are_exact_in_expectation(replace, k, n):
     logits, features, upstream = _problem(k)
     pool = kas.ExpectationPool(replace=replace)
     a = _softmax(logits.astype("float64"))
-    value = np.zeros(features.shape[1])
-    logit_grad = np.zeros(k)
-    feature_grad = np.zeros(features.shape)
-    for draw, p in _draws(a, n, replace):
-        cells = np.array(draw, "int32")
+    # Every ordered draw is one row of a batch, so one autodiff call of the
+    # probability-weighted objective gives the probability-weighted
+    # gradients (a gradient of a sum is the sum of the gradients).
+    draws, probabilities = zip(*_draws(a, n, replace))
+    cells = np.array(draws, "int32")  # (draws, n)
+    weights = np.array(probabilities)
 
-        def objective(z, f, cells=cells):
-            attention = ops.softmax(z)
-            drawn = ops.take(attention, cells)[None]
-            estimate = pool([ops.take(f, cells, axis=0)[None], drawn])
-            return ops.sum(estimate[0] * ops.convert_to_tensor(upstream))
+    def objective(z, f):
+        attention = ops.softmax(z)
+        estimate = pool([ops.take(f, cells, axis=0), ops.take(attention, cells)])
+        scores = ops.sum(estimate * ops.convert_to_tensor(upstream), axis=-1)
+        return ops.sum(scores * ops.convert_to_tensor(weights.astype("float32")))
 
-        estimate = pool([features[cells][None], a[cells][None].astype("float32")])
-        value += p * ops.convert_to_numpy(estimate)[0]
-        dz, df = gradients(objective, logits, features)
-        logit_grad += p * dz
-        feature_grad += p * df
+    estimates = pool([features[cells], a[cells].astype("float32")])
+    value = weights @ ops.convert_to_numpy(estimates).astype("float64")
+    logit_grad, feature_grad = gradients(objective, logits, features)
+    np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-9)
     mu, mu_logit_grad, mu_feature_grad = _exact(logits, features, upstream)
     np.testing.assert_allclose(value, mu, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(logit_grad, mu_logit_grad, rtol=1e-3, atol=1e-5)
