@@ -144,6 +144,15 @@ def test_autoregressive_draws_find_the_second_needle(learned):
         correct = explanation["probabilities"].argmax(-1) == y_test
         results[name] = (float(correct.mean()), float(touched))
     print(results)
-    assert results["autoregressive"][0] > 0.85
-    assert results["autoregressive"][0] > results["independent"][0] + 0.1
-    assert results["autoregressive"][1] > results["independent"][1] + 0.2
+    (accuracy, touched), (independent, independent_touched) = (
+        results["autoregressive"],
+        results["independent"],
+    )
+    assert accuracy > 0.85
+    # How peaked the fixed map is (it differs between CPUs) decides how often
+    # two draws without replacement already touch both needles: in 40-51% of
+    # test images on an AVX-512 CPU, 69-82% on an AVX2-only one. So the
+    # margin is a ratio: the autoregressive draws remove at least half of the
+    # misses and half of the errors of independent draws from the same map.
+    assert 1 - touched <= 0.5 * (1 - independent_touched)
+    assert 1 - accuracy <= 0.5 * (1 - independent)
