@@ -323,8 +323,10 @@ def report(results, args):
     title = "Megapixel MNIST"
     if args.section != "accuracy":
         # Another section holds another setting (e.g. `--train 5000`, the
-        # paper's training set); its title says which.
-        title += f" ({settings['train']} training canvases, {settings['canvas']}²)"
+        # paper's training set, or the backends side by side on one
+        # machine); its title says which.
+        title += f" ({settings['train']} training canvases, {settings['canvas']}²"
+        title += f"; {', '.join(backends)})" if len(backends) > 1 else ")"
     _common.write_section(args, results, title, description, header, rows, checks)
 
 
