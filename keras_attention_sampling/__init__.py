@@ -25,6 +25,7 @@ from keras_attention_sampling.layers import (
     SequenceHead,
     TissueMask,
     WeightedLogitPool,
+    default_logit_scale,
     patch_backbone,
 )
 from keras_attention_sampling.models import AttentionSamplingModel, PolicyGradientModel
@@ -61,6 +62,7 @@ __all__ = [
     "TissueMask",
     "WeightedLogitPool",
     "datasets",
+    "default_logit_scale",
     "patch_backbone",
     "policy_gradient",
     "reference_settings",

@@ -9,4 +9,7 @@ from keras_attention_sampling.layers.normalized_feature import (
 from keras_attention_sampling.layers.patch_sampler import PatchSampler
 from keras_attention_sampling.layers.sequence_head import SequenceHead
 from keras_attention_sampling.layers.tissue_mask import TissueMask
-from keras_attention_sampling.layers.weighted_logit_pool import WeightedLogitPool
+from keras_attention_sampling.layers.weighted_logit_pool import (
+    WeightedLogitPool,
+    default_logit_scale,
+)

@@ -42,7 +42,8 @@ class SequenceHead(keras.layers.Layer):
             class token's logits (which then start at zero).
         shortcut_scale: the classifier's starting kernel is this times the
             identity when the features have `units` values; Glorot-uniform
-            otherwise. 3.0 is `AttentionSamplingModel`'s `logit_scale`.
+            otherwise. 3.0 is the reference notebook's `logit_scale`
+            (`AttentionSamplingModel`'s for up to three classes).
         activation: applied to the logits; `None` returns them.
         **kwargs: base layer arguments.
 

@@ -19,7 +19,10 @@ from keras_attention_sampling.layers.normalized_feature import NormalizedFeature
 from keras_attention_sampling.layers.patch_sampler import PatchSampler
 from keras_attention_sampling.layers.sequence_head import SequenceHead
 from keras_attention_sampling.layers.tissue_mask import TissueMask
-from keras_attention_sampling.layers.weighted_logit_pool import WeightedLogitPool
+from keras_attention_sampling.layers.weighted_logit_pool import (
+    WeightedLogitPool,
+    default_logit_scale,
+)
 from keras_attention_sampling.policy_gradient.trainer import PolicyGradientMixin
 
 
@@ -88,12 +91,14 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
             without.
         padding: `"reflect"` or `"constant"` at the image borders.
         inference_sampling: `"sample"` or `"top_k"` for `predict`/`evaluate`.
-        logit_scale: factor of the pooled unit-norm logits (the reference
-            notebook's 3, for its three classes; release 0.1 called it
-            `temperature`, which is still accepted). It caps the confidence,
-            the more so the more classes: with ten, 3 caps every prediction
-            at 0.72, and 10 learned far better (docs/benchmarks.md,
-            Megapixel MNIST).
+        logit_scale: factor of the pooled unit-norm logits (release 0.1
+            called it `temperature`, which is still accepted). It caps the
+            confidence, the more so the more classes. `None` (the default)
+            is `kas.default_logit_scale(num_classes)`: the reference
+            notebook's 3 up to three classes, and beyond that the scale
+            whose cap is the same 0.95 (4.88 for ten classes, where 3 caps
+            every prediction at 0.72; see docs/benchmarks.md, The logit
+            scale).
         attention_gradient: with REINFORCE, let the classification loss reach
             the attention through the pool weights too (off in the reference
             notebook). The expectation estimator always does.
@@ -170,7 +175,7 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         replace=True,
         padding="reflect",
         inference_sampling="sample",
-        logit_scale=3.0,
+        logit_scale=None,
         attention_gradient=False,
         rescale=1 / 255,
         offset=-0.5,
@@ -193,6 +198,8 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
                 f"Received: num_classes={num_classes!r}"
             )
         self.num_classes = int(num_classes)
+        if logit_scale is None and head is None:
+            logit_scale = default_logit_scale(self.num_classes)
         policy = self.dtype_policy
         self.attention_network = attention_network or AttentionMap(
             dtype=policy, name="attention_map"
