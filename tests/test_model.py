@@ -133,6 +133,8 @@ def test_default_optimizers_and_the_reference_settings(data):
     assert isinstance(model.pool, kas.WeightedLogitPool)
     assert (model.rescale, model.offset) == (pytest.approx(1 / 255), 0.0)
     assert model.attention_optimizer.beta_1 == pytest.approx(0.999)
+    # The notebook's logit scale, whatever the number of classes.
+    assert kas.AttentionSamplingModel(10, **reference["model"]).logit_scale == 3.0
     # Fresh optimisers each call: two models never share optimiser state.
     assert (
         reference["compile"]["optimizer"]

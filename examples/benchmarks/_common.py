@@ -189,6 +189,26 @@ def add_output_arguments(parser, section):
     )
 
 
+def add_title_argument(parser):
+    """`--title`, for a section of another setting or machine than the
+    script's own (see `section_title`)."""
+    parser.add_argument(
+        "--title",
+        help="title of the doc section, kept in the results file for later "
+        "renders (default: the script's own)",
+    )
+
+
+def section_title(results, args, default):
+    """The section's title: `--title`, kept in the results file so that a
+    later `--report-only` renders it again; else the one kept; else
+    `default`."""
+    if args.title:
+        results.settings["title"] = args.title
+        results.save()
+    return results.settings.get("title", default)
+
+
 def write_json(path, data):
     """Writes `data` to `path` atomically (a killed writer leaves the old file)."""
     directory = os.path.dirname(os.path.abspath(path))

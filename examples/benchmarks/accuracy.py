@@ -225,6 +225,7 @@ def main():
         "--resume", action="store_true", help="skip runs already recorded"
     )
     _common.add_output_arguments(parser, "accuracy")
+    _common.add_title_argument(parser)
     _common.add_worker_arguments(parser, variant=str, patches=int, seed=int)
     parsed = _common.parse_main(parser, worker, KEY)
     if parsed is None:
@@ -328,8 +329,9 @@ def report(results, args):
         "accuracy from `predict`, mean ± std over seeds; *top-k cells*: the "
         "same models predicting from the N most likely cells instead of N "
         "draws (recorded since 2026-12-02); 10 classes, chance "
-        "10%. Every variant has the same digit backbone; see the script's "
-        "docstring."
+        "10%. Every variant has the same digit backbone, and `logit_scale=3` "
+        "(the reference notebook's) unless its name changes it; see the "
+        "script's docstring."
     )
     title = "Megapixel MNIST"
     if args.section != "accuracy":
@@ -338,6 +340,7 @@ def report(results, args):
         # machine); its title says which.
         title += f" ({settings['train']} training canvases, {settings['canvas']}²"
         title += f"; {', '.join(backends)})" if len(backends) > 1 else ")"
+    title = _common.section_title(results, args, title)
     _common.write_section(args, results, title, description, header, rows, checks)
 
 

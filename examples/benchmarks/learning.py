@@ -295,6 +295,7 @@ def main():
         "--resume", action="store_true", help="skip runs already recorded"
     )
     _common.add_output_arguments(parser, "learning")
+    _common.add_title_argument(parser)
     _common.add_worker_arguments(parser, task=str, variant=str, seed=int)
     parsed = _common.parse_main(parser, worker, KEY)
     if parsed is None:
@@ -387,10 +388,9 @@ def report(results, args):
         "the optimiser's steps, compilation and first steps included. See the "
         "script's docstring for every variant."
     )
-    title = "Learning on every seed: defaults and one change at a time"
-    if args.section != "learning":
-        # Another machine's runs (a results file holds one machine's).
-        title += f" ({args.section})"
+    title = _common.section_title(
+        results, args, "Learning on every seed: defaults and one change at a time"
+    )
     _common.write_section(
         args,
         results,

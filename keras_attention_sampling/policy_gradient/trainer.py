@@ -60,11 +60,14 @@ def reference_settings():
     centred to `[-0.5, 0.5]` instead of `[0, 1]`, the expectation estimator
     instead of REINFORCE, and the attention optimiser's `beta_1=0.9` instead
     of 0.999. These arguments put all three back, with the notebook's
-    baseline, reward, entropy weight and draws per image written out.
+    baseline, reward, entropy weight, draws per image and logit scale 3
+    written out (the package's default logit scale is 3 up to three classes
+    and grows beyond, see `kas.default_logit_scale`).
 
     Returns:
         A dict of `"model"`, the keyword arguments of `AttentionSamplingModel`
-        (or of `PolicyGradientModel`, less `rescale` and `offset`), and
+        (or of `PolicyGradientModel`, less `rescale`, `offset` and
+        `logit_scale`, which its own pool layer takes), and
         `"compile"`, those of its `compile` (fresh optimisers at every call).
 
     Examples:
@@ -86,6 +89,7 @@ def reference_settings():
             "samples_per_image": 4,
             "rescale": 1 / 255,
             "offset": 0.0,
+            "logit_scale": 3.0,
         },
         "compile": {
             "optimizer": keras.optimizers.Adam(learning_rate=1e-3),
