@@ -56,7 +56,11 @@ sampler and pool), `defaults + autoregressive + pool` (an
 `AutoregressiveSampler`), `defaults + independent + sequence` (a
 `SequenceHead(dim=16, blocks=1, shortcut=True)`) and
 `defaults + autoregressive + sequence` (both), to check that the new
-parts do not learn worse where independent draws suffice.
+parts do not learn worse where independent draws suffice; and
+`defaults + reinforce + leave-one-out` and
+`defaults + autoregressive + sequence + leave-one-out`, the first and the
+last of those with the leave-one-out baseline (each draw judged against the
+image's other draw, which the lymphoma tasks' two draws per image allow).
 
 Each run is a fresh process. Measurements go to
 `examples/benchmarks/results/learning.json`, merged by (task, variant,
@@ -153,6 +157,18 @@ VARIANTS = {
     "defaults + autoregressive + pool": {"parts": ("autoregressive", None)},
     "defaults + independent + sequence": {"parts": (None, "sequence")},
     "defaults + autoregressive + sequence": {"parts": ("autoregressive", "sequence")},
+    # The same with the leave-one-out baseline, which the lymphoma task's two
+    # draws per image allow: each draw's reward is judged against the other
+    # draw of the same image rather than the batch, for a lower-variance
+    # gradient of the sampler.
+    "defaults + reinforce + leave-one-out": {
+        "parts": (None, None),
+        "model": {"baseline": "leave_one_out"},
+    },
+    "defaults + autoregressive + sequence + leave-one-out": {
+        "parts": ("autoregressive", "sequence"),
+        "model": {"baseline": "leave_one_out"},
+    },
 }
 CLASSES = {
     "needles": 3,
@@ -200,9 +216,10 @@ def task_data(task, args):
     return (sequence,), x_test, np.asarray(y_test), geometry, {"epochs": epochs}
 
 
-def parts_model(classes, geometry, seed, sampler, head):
+def parts_model(classes, geometry, seed, sampler, head, changed):
     """The package defaults, but for REINFORCE (which the parts need), an
-    `AutoregressiveSampler` and a `SequenceHead` where asked for."""
+    `AutoregressiveSampler` and a `SequenceHead` where asked for, and the
+    model arguments in `changed`."""
     import keras_attention_sampling as kas
 
     geometry = dict(geometry)
@@ -215,7 +232,12 @@ def parts_model(classes, geometry, seed, sampler, head):
     if head == "sequence":
         head = kas.SequenceHead(classes, dim=16, blocks=1, shortcut=True)
     return kas.AttentionSamplingModel(
-        classes, sampler=sampler, head=head, estimator="reinforce", **geometry
+        classes,
+        sampler=sampler,
+        head=head,
+        estimator="reinforce",
+        **geometry,
+        **changed,
     )
 
 
@@ -241,7 +263,9 @@ def worker(args):
         )
         model.compile(metrics=["accuracy"])
     elif "parts" in variant:
-        model = parts_model(classes, geometry, args.seed, *variant["parts"])
+        model = parts_model(
+            classes, geometry, args.seed, *variant["parts"], variant.get("model", {})
+        )
         model.compile(metrics=["accuracy"])
     else:
         settings = {
