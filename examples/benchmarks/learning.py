@@ -60,7 +60,10 @@ parts do not learn worse where independent draws suffice; and
 `defaults + reinforce + leave-one-out` and
 `defaults + autoregressive + sequence + leave-one-out`, the first and the
 last of those with the leave-one-out baseline (each draw judged against the
-image's other draw, which the lymphoma tasks' two draws per image allow).
+image's other draw, which the lymphoma tasks' two draws per image allow);
+`defaults + autoregressive + sequence without draw order + leave-one-out`
+(the same, with `SequenceHead(draw_order=False)`) and
+`defaults + autoregressive + pool + leave-one-out`.
 
 Each run is a fresh process. Measurements go to
 `examples/benchmarks/results/learning.json`, merged by (task, variant,
@@ -169,6 +172,19 @@ VARIANTS = {
         "parts": ("autoregressive", "sequence"),
         "model": {"baseline": "leave_one_out"},
     },
+    # Each part alone does as well as REINFORCE on unseen slides; only both
+    # together lose points. These two ask whether the head's embedding of the
+    # draw order is what ties it to the sampler's order on the training
+    # slides, and whether the sampler alone keeps up under the same baseline.
+    "defaults + autoregressive + sequence without draw order + leave-one-out": {
+        "parts": ("autoregressive", "sequence"),
+        "head": {"draw_order": False},
+        "model": {"baseline": "leave_one_out"},
+    },
+    "defaults + autoregressive + pool + leave-one-out": {
+        "parts": ("autoregressive", None),
+        "model": {"baseline": "leave_one_out"},
+    },
 }
 CLASSES = {
     "needles": 3,
@@ -216,10 +232,10 @@ def task_data(task, args):
     return (sequence,), x_test, np.asarray(y_test), geometry, {"epochs": epochs}
 
 
-def parts_model(classes, geometry, seed, sampler, head, changed):
+def parts_model(classes, geometry, seed, sampler, head, changed, head_changed):
     """The package defaults, but for REINFORCE (which the parts need), an
-    `AutoregressiveSampler` and a `SequenceHead` where asked for, and the
-    model arguments in `changed`."""
+    `AutoregressiveSampler` and a `SequenceHead` where asked for, the model
+    arguments in `changed` and the head's in `head_changed`."""
     import keras_attention_sampling as kas
 
     geometry = dict(geometry)
@@ -230,7 +246,8 @@ def parts_model(classes, geometry, seed, sampler, head, changed):
     else:
         geometry["seed"] = seed
     if head == "sequence":
-        head = kas.SequenceHead(classes, dim=16, blocks=1, shortcut=True)
+        settings = {"dim": 16, "blocks": 1, "shortcut": True, **head_changed}
+        head = kas.SequenceHead(classes, **settings)
     return kas.AttentionSamplingModel(
         classes,
         sampler=sampler,
@@ -264,7 +281,12 @@ def worker(args):
         model.compile(metrics=["accuracy"])
     elif "parts" in variant:
         model = parts_model(
-            classes, geometry, args.seed, *variant["parts"], variant.get("model", {})
+            classes,
+            geometry,
+            args.seed,
+            *variant["parts"],
+            variant.get("model", {}),
+            variant.get("head", {}),
         )
         model.compile(metrics=["accuracy"])
     else:
