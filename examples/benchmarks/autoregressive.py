@@ -16,8 +16,8 @@ without replacement, over `--seeds` seeds:
   `SequenceHead`;
 - `autoregressive + sequence without draw order`: the autoregressive variant
   with `SequenceHead(draw_order=False)`, which sees the patches as a set
-  (on unseen lymphoma slides the draw-order embedding cost the pair points;
-  see the learning benchmark).
+  (the other sequence variants have the head's default draw-order
+  embedding).
 
 Every variant has the attention Adam `beta_1=0.9`, a uniform start and
 `NormalizedFeature(8)`, and trains `--epochs` epochs on `--train` images.
@@ -198,6 +198,9 @@ def main():
         help="1: keep the transferred attention network fixed on the pair task",
     )
     parser.add_argument("--timeout", type=int, default=3600)
+    parser.add_argument(
+        "--resume", action="store_true", help="skip runs already recorded"
+    )
     _common.add_output_arguments(parser, "autoregressive")
     _common.add_worker_arguments(parser, variant=str, patches=int, seed=int)
     parsed = _common.parse_main(parser, worker, KEY)
@@ -213,6 +216,8 @@ def main():
             for variant in args.variants.split(","):
                 for seed in range(args.seeds):
                     point = {"variant": variant, "patches": int(patches), "seed": seed}
+                    if args.resume and _common.select(results.records, **point)[1]:
+                        continue
                     record = _common.run_point(
                         __file__, point, task, backend=backend, timeout=args.timeout
                     )
