@@ -36,7 +36,11 @@ class SequenceHead(keras.layers.Layer):
         blocks: transformer blocks.
         mlp_dim: hidden size of each block's MLP.
         draw_order: add an embedding of the draw order (for an
-            `AutoregressiveSampler`, whose order means something).
+            `AutoregressiveSampler`, whose order means something). Without
+            it the head sees the patches as a set. In the benchmarks the
+            order kept every seed learning where two patches must be
+            compared, and cost points on unseen slides where single patches
+            show the evidence: turn it off there.
         max_patches: longest sequence the draw-order embedding covers.
         shortcut: add a linear classifier on the mean patch feature to the
             class token's logits (which then start at zero).
