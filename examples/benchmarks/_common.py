@@ -189,6 +189,12 @@ def add_output_arguments(parser, section):
     )
 
 
+def add_resume_argument(parser):
+    parser.add_argument(
+        "--resume", action="store_true", help="skip runs already recorded"
+    )
+
+
 def add_title_argument(parser):
     """`--title`, for a section of another setting or machine than the
     script's own (see `section_title`)."""

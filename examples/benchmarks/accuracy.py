@@ -221,9 +221,7 @@ def main():
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--timeout", type=int, default=7200)
-    parser.add_argument(
-        "--resume", action="store_true", help="skip runs already recorded"
-    )
+    _common.add_resume_argument(parser)
     _common.add_output_arguments(parser, "accuracy")
     _common.add_title_argument(parser)
     _common.add_worker_arguments(parser, variant=str, patches=int, seed=int)

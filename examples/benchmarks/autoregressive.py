@@ -198,9 +198,7 @@ def main():
         help="1: keep the transferred attention network fixed on the pair task",
     )
     parser.add_argument("--timeout", type=int, default=3600)
-    parser.add_argument(
-        "--resume", action="store_true", help="skip runs already recorded"
-    )
+    _common.add_resume_argument(parser)
     _common.add_output_arguments(parser, "autoregressive")
     _common.add_worker_arguments(parser, variant=str, patches=int, seed=int)
     parsed = _common.parse_main(parser, worker, KEY)

@@ -235,12 +235,13 @@ def task_data(task, args):
     return (sequence,), x_test, np.asarray(y_test), geometry, {"epochs": epochs}
 
 
-def parts_model(classes, geometry, seed, sampler, head, changed, head_changed):
+def parts_model(classes, geometry, seed, variant):
     """The package defaults, but for REINFORCE (which the parts need), an
-    `AutoregressiveSampler` and a `SequenceHead` where asked for, the model
-    arguments in `changed` and the head's in `head_changed`."""
+    `AutoregressiveSampler` and a `SequenceHead` where the variant's `parts`
+    ask for them, and its `model` and `head` arguments."""
     import keras_attention_sampling as kas
 
+    sampler, head = variant["parts"]
     geometry = dict(geometry)
     if sampler == "autoregressive":
         sampler = kas.AutoregressiveSampler(
@@ -249,7 +250,7 @@ def parts_model(classes, geometry, seed, sampler, head, changed, head_changed):
     else:
         geometry["seed"] = seed
     if head == "sequence":
-        settings = {"dim": 16, "blocks": 1, "shortcut": True, **head_changed}
+        settings = {"dim": 16, "blocks": 1, "shortcut": True, **variant.get("head", {})}
         head = kas.SequenceHead(classes, **settings)
     return kas.AttentionSamplingModel(
         classes,
@@ -257,7 +258,7 @@ def parts_model(classes, geometry, seed, sampler, head, changed, head_changed):
         head=head,
         estimator="reinforce",
         **geometry,
-        **changed,
+        **variant.get("model", {}),
     )
 
 
@@ -283,14 +284,7 @@ def worker(args):
         )
         model.compile(metrics=["accuracy"])
     elif "parts" in variant:
-        model = parts_model(
-            classes,
-            geometry,
-            args.seed,
-            *variant["parts"],
-            variant.get("model", {}),
-            variant.get("head", {}),
-        )
+        model = parts_model(classes, geometry, args.seed, variant)
         model.compile(metrics=["accuracy"])
     else:
         settings = {
@@ -340,9 +334,7 @@ def main():
     parser.add_argument("--digits-canvas", type=int, default=256)
     parser.add_argument("--digits-train", type=int, default=2000)
     parser.add_argument("--timeout", type=int, default=3600)
-    parser.add_argument(
-        "--resume", action="store_true", help="skip runs already recorded"
-    )
+    _common.add_resume_argument(parser)
     _common.add_output_arguments(parser, "learning")
     _common.add_title_argument(parser)
     _common.add_worker_arguments(parser, task=str, variant=str, seed=int)
