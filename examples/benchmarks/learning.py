@@ -204,7 +204,7 @@ VARIANTS = {
         "head": {"draw_order": False},
     },
     # REINFORCE's entropy weight 0.05 holds its map near uniform through the
-    # 10 epochs (entropy 7-8 nats of at most 8.2), where the defaults'
+    # 10 epochs (entropy 6.8-7.6 nats of at most 8.2), where the defaults'
     # expectation estimator, with none, has narrowed to about 4.5: whether
     # a smaller weight lets REINFORCE and the parts start as fast.
     "defaults + reinforce + leave-one-out + entropy 0.01": {
