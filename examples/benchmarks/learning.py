@@ -192,9 +192,10 @@ VARIANTS = {
         "parts": ("autoregressive", None),
         "model": {"baseline": "leave_one_out"},
     },
-    # At 10 epochs the leave-one-out baseline itself costs REINFORCE points
-    # on unseen slides: the parts without it, and the head without the
-    # sampler, tell which of the three slows the start.
+    # At 10 epochs on unseen slides the leave-one-out baseline cost
+    # REINFORCE points on the AMD machine (84.6% -> 78.8%; on the Xeon it
+    # gained, 73.5% -> 81.2%): the parts without it, and the head without
+    # the sampler, tell which of the three slows the start.
     "defaults + autoregressive + sequence without draw order": {
         "parts": ("autoregressive", "sequence"),
         "head": {"draw_order": False},
@@ -205,7 +206,7 @@ VARIANTS = {
     },
     # REINFORCE's entropy weight 0.05 holds its map near uniform through the
     # 10 epochs (entropy 6.8-7.6 nats of at most 8.2), where the defaults'
-    # expectation estimator, with none, has narrowed to about 4.5: whether
+    # expectation estimator, with none, has narrowed to about 4.3: whether
     # a smaller weight lets REINFORCE and the parts start as fast.
     "defaults + reinforce + leave-one-out + entropy 0.01": {
         "parts": (None, None),
