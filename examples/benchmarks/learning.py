@@ -71,9 +71,11 @@ baseline, `defaults + autoregressive + sequence without draw order` and
 `defaults + autoregressive + sequence without draw order + leave-one-out
 + entropy 0.01`, with REINFORCE's entropy weight 0.01 instead of 0.05.
 
-Each run is a fresh process. Measurements go to
+Each run is a fresh process on the backend of `--backend` (or
+`KERAS_BACKEND`, default tensorflow). Measurements go to
 `examples/benchmarks/results/learning.json`, merged by (task, variant,
-seed); the `learning` section of docs/benchmarks.md is rendered from it.
+seed, backend); the `learning` section of docs/benchmarks.md is rendered
+from it, with a backend column once the file holds more than one backend.
 """
 
 import argparse
@@ -85,7 +87,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
 
-KEY = ("task", "variant", "seed")
+KEY = ("task", "variant", "seed", "backend")
 # `lymphoma 30 epochs` is the lymphoma task trained three times as long:
 # whether a variant that trails at 10 epochs only learns slower.
 # `... new slides` judges the same training on ten times as many test
@@ -383,11 +385,16 @@ def main():
             for variant in args.variants.split(","):
                 for seed in range(args.seeds):
                     point = {"task": task, "variant": variant, "seed": seed}
-                    if args.resume and _common.select(results.records, **point)[1]:
+                    if (
+                        args.resume
+                        and _common.select(results.records, backend=backend, **point)[1]
+                    ):
                         continue
                     record = _common.run_point(
                         __file__, point, settings, backend=backend, timeout=args.timeout
                     )
+                    # A failed run's record names its backend too.
+                    record.setdefault("backend", backend)
                     print(*point.values(), record.get("accuracy", record.get("error")))
                     results.add(record)
     report(results, args)
@@ -402,9 +409,29 @@ def step_time(records):
     return _common.format_seconds(float(np.mean(timed))) if timed else "–"
 
 
-def report(results, args):
+def summary_row(records, task, variant, backend):
+    """The row of a variant's runs of a task on a backend, or None."""
     import numpy as np
 
+    records, done = _common.select(records, task=task, variant=variant, backend=backend)
+    if not records:
+        return None
+    if not done:
+        return [task, variant, records[0]["error"], "", "", "", ""]
+    accuracy = np.array([r["accuracy"] for r in done])
+    threshold = (1 + 1 / CLASSES[task]) / 2
+    return [
+        task,
+        variant,
+        f"{accuracy.mean():.1%} ± {accuracy.std(ddof=1) if len(done) > 1 else 0:.1%}",
+        f"{accuracy.min():.1%}",
+        f"{int((accuracy >= threshold).sum())} / {len(done)}",
+        _common.format_seconds(float(np.mean([r["train_s"] for r in done]))),
+        step_time(done),
+    ]
+
+
+def report(results, args):
     header = [
         "task",
         "variant",
@@ -414,30 +441,20 @@ def report(results, args):
         "train time / run",
         "time / step",
     ]
+    backends = [
+        b for b in _common.BACKENDS if any(r["backend"] == b for r in results.records)
+    ]
+    # Files of one backend keep the table they have always had.
+    several = len(backends) > 1
+    if several:
+        header.insert(2, "backend")
     rows = []
     for task in TASKS:
         for variant in VARIANTS:
-            records, done = _common.select(results.records, task=task, variant=variant)
-            if not records:
-                continue
-            if not done:
-                rows.append([task, variant, records[0]["error"], "", "", "", ""])
-                continue
-            accuracy = np.array([r["accuracy"] for r in done])
-            threshold = (1 + 1 / CLASSES[task]) / 2
-            rows.append(
-                [
-                    task,
-                    variant,
-                    f"{accuracy.mean():.1%} ± {accuracy.std(ddof=1) if len(done) > 1 else 0:.1%}",
-                    f"{accuracy.min():.1%}",
-                    f"{int((accuracy >= threshold).sum())} / {len(done)}",
-                    _common.format_seconds(
-                        float(np.mean([r["train_s"] for r in done]))
-                    ),
-                    step_time(done),
-                ]
-            )
+            for backend in backends:
+                row = summary_row(results.records, task, variant, backend)
+                if row is not None:
+                    rows.append(row[:2] + [backend] + row[2:] if several else row)
     _common.print_table(header, rows)
     settings = results.settings
     description = (
