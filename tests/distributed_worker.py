@@ -2,7 +2,7 @@
 drives it. The devices must be set up before the backend is imported, which
 a test process that already imported it cannot do.
 
-    python distributed_worker.py MODE OUT.json [WORKER PORT]
+    python distributed_worker.py MODE OUT.json [CASE | WORKER PORTS]
 
 Modes (the backend comes from KERAS_BACKEND):
 
@@ -11,7 +11,9 @@ Modes (the backend comes from KERAS_BACKEND):
   `keras.distribution.DataParallel` over two forced host devices), from the
   same weights, with draws made identical by a top-k sampler; writes the
   largest relative weight difference and both sets of metrics, for the
-  functional model and for `AttentionSamplingModel`.
+  functional model and for `AttentionSamplingModel`. CASE names one of
+  `CASES` as `model/estimator/baseline` (the key of its result), or is
+  `all` (the default).
 - `independent`: `predict` of 8 copies of one image under the strategy, with
   sampled patches; writes the predictions (images 0 and 4 sit on different
   replicas).
@@ -31,7 +33,8 @@ import sys
 
 BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 MODE, OUT = sys.argv[1], sys.argv[2]
-WORKER = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+CASE = sys.argv[3] if MODE == "exact" and len(sys.argv) > 3 else "all"
+WORKER = int(sys.argv[3]) if MODE != "exact" and len(sys.argv) > 3 else 0
 PORTS = [int(p) for p in sys.argv[4].split(",")] if len(sys.argv) > 4 else []
 
 if BACKEND == "jax" and MODE != "worker":
@@ -196,8 +199,11 @@ def exact():
     # On TensorFlow one case per process (the third argument): under
     # MirroredStrategy, steps of two models with different collectives traced
     # in one process can be given mismatched collective instance keys, which
-    # aborts. JAX has no such state, and runs every case (-1) in one process.
-    for name, estimator, baseline in CASES if WORKER == -1 else [CASES[WORKER]]:
+    # aborts. JAX has no such state, and runs them all in one process.
+    chosen = [case for case in CASES if CASE in ("all", "/".join(case))]
+    if not chosen:
+        raise SystemExit(f"distributed_worker.py: no case {CASE!r} in {CASES}")
+    for name, estimator, baseline in chosen:
         make = functional_model if name == "functional" else sampling_model
         settings = {"baseline": baseline, "samples_per_image": 2}
         if name == "model":
