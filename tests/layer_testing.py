@@ -48,33 +48,52 @@ def gradient(function, value):
 def gradients(function, *values):
     """d sum(function(*values)) / d each value, with the active backend's
     autodiff (zeros where the output does not depend on a value)."""
+    return value_and_gradients(lambda *v: (function(*v), ()), *values)[1]
+
+
+def value_and_gradients(function, *values):
+    """`function(*values)` returns `(out, aux)`: `aux` as numpy, and
+    d sum(out) / d each value, from one forward pass with the active
+    backend's autodiff (zeros where `out` does not depend on a value)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
         variables = [tf.Variable(v) for v in values]
         with tf.GradientTape() as tape:
-            out = tf.reduce_sum(function(*variables))
+            out, aux = function(*variables)
+            out = tf.reduce_sum(out)
         zero = tf.UnconnectedGradients.ZERO
         grads = tape.gradient(out, variables, unconnected_gradients=zero)
-        return [tf.convert_to_tensor(g).numpy() for g in grads]  # gathers give slices
+        grads = [tf.convert_to_tensor(g).numpy() for g in grads]  # gathers give slices
+        return _numpy_tree(aux), grads
     if backend == "jax":
         import jax
 
+        def total(*v):
+            out, aux = function(*v)
+            return out.sum(), aux
+
         argnums = tuple(range(len(values)))
-        grads = jax.grad(lambda *v: function(*v).sum(), argnums=argnums)(*values)
-        return [np.asarray(g) for g in grads]
+        grads, aux = jax.grad(total, argnums=argnums, has_aux=True)(*values)
+        return _numpy_tree(aux), [np.asarray(g) for g in grads]
     import torch
 
     tensors = [torch.tensor(v, requires_grad=True) for v in values]
-    out = function(*tensors).sum()
+    out, aux = function(*tensors)
+    out = out.sum()
+    aux = _numpy_tree(keras.tree.map_structure(lambda t: t.detach(), aux))
     if not out.requires_grad:
-        return [np.zeros(v.shape, np.float32) for v in values]
+        return aux, [np.zeros(v.shape, np.float32) for v in values]
     out.backward()
-    return [
+    return aux, [
         np.zeros(v.shape, np.float32) if t.grad is None else t.grad.numpy()
         for v, t in zip(values, tensors)
     ]
+
+
+def _numpy_tree(structure):
+    return keras.tree.map_structure(keras.ops.convert_to_numpy, structure)
 
 
 def run_layer_test(
