@@ -154,10 +154,13 @@ def machine_block(info):
     host = f"{info['cpu']} ({info['cores']} cores, {info['memory_gb']} GB RAM"
     if info.get("cpu_flags") is not None:
         host += ", " + (" ".join(info["cpu_flags"]) or "no AVX2")
-    if info.get("accelerator"):
-        where = f"{info['accelerator']}, host {host})"
-    else:
-        where = f"{host}, shared with other jobs)"
+    # Whether anything else ran is not known from here; each command's
+    # line gives how busy the CPU was as it began (`Results.command_text`).
+    where = (
+        f"{info['accelerator']}, host {host})"
+        if info.get("accelerator")
+        else f"{host})"
+    )
     return (
         f"*Measured {info['date']} on {where}, python {info['python']}, "
         f"keras {info['keras']}, {versions}.*"
@@ -282,7 +285,13 @@ class Results:
         self.machine = machine
         argv = [os.path.relpath(os.path.abspath(sys.argv[0]), ROOT), *sys.argv[1:]]
         self.commands.append(
-            {"date": machine["date"], "command": "python " + shlex.join(argv)}
+            {
+                "date": machine["date"],
+                "command": "python " + shlex.join(argv),
+                # What else was running as it began: the share of all cores
+                # busy over one second before this script's own work.
+                "busy_percent": psutil.cpu_percent(interval=1.0),
+            }
         )
         self.settings = dict(self.settings, **settings)
         self.save()
@@ -309,11 +318,18 @@ class Results:
         )
 
     def command_text(self):
-        """`Command: ...` line(s) for the section."""
+        """`Command: ...` line(s) for the section, each with how busy the
+        machine was as it began."""
+
+        def load(command):  # commands recorded before 2026-12-06 have none
+            if command.get("busy_percent") is None:
+                return ""
+            return f" (CPU {command['busy_percent']:.0f}% busy at the start)"
+
         if len(self.commands) == 1:
-            return f"Command: `{self.commands[0]['command']}`"
+            return f"Command: `{self.commands[0]['command']}`{load(self.commands[0])}"
         lines = ["Commands (merged into one results file, in order):", ""]
-        lines += [f"- {c['date']}: `{c['command']}`" for c in self.commands]
+        lines += [f"- {c['date']}: `{c['command']}`{load(c)}" for c in self.commands]
         return "\n".join(lines)
 
 
