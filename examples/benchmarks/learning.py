@@ -350,6 +350,13 @@ def worker(args):
             "seed": args.seed,
             "backend": keras.backend.backend(),
             "accuracy": float(np.mean(predicted == y_test)),
+            # Rows: true class, columns: predicted; tells a model that
+            # misses one class from one that is wrong everywhere.
+            "confusion": np.bincount(
+                np.asarray(y_test) * classes + predicted, minlength=classes**2
+            )
+            .reshape(classes, classes)
+            .tolist(),
             "train_accuracy": [float(a) for a in history.history["accuracy"]],
             "entropy": float(history.history["entropy"][-1]),
             "train_s": seconds,
