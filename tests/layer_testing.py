@@ -82,7 +82,7 @@ def value_and_gradients(function, *values):
     tensors = [torch.tensor(v, requires_grad=True) for v in values]
     out, aux = function(*tensors)
     out = out.sum()
-    aux = _numpy_tree(keras.tree.map_structure(lambda t: t.detach(), aux))
+    aux = _numpy_tree(aux)  # convert_to_numpy detaches
     if not out.requires_grad:
         return aux, [np.zeros(v.shape, np.float32) for v in values]
     out.backward()

@@ -321,15 +321,15 @@ class Results:
         """`Command: ...` line(s) for the section, each with how busy the
         machine was as it began."""
 
-        def load(command):  # commands recorded before 2026-12-06 have none
+        def busy(command):  # commands recorded before 2026-12-06 have none
             if command.get("busy_percent") is None:
                 return ""
             return f" (CPU {command['busy_percent']:.0f}% busy at the start)"
 
         if len(self.commands) == 1:
-            return f"Command: `{self.commands[0]['command']}`{load(self.commands[0])}"
+            return f"Command: `{self.commands[0]['command']}`{busy(self.commands[0])}"
         lines = ["Commands (merged into one results file, in order):", ""]
-        lines += [f"- {c['date']}: `{c['command']}`{load(c)}" for c in self.commands]
+        lines += [f"- {c['date']}: `{c['command']}`{busy(c)}" for c in self.commands]
         return "\n".join(lines)
 
 

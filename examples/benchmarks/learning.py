@@ -86,6 +86,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
+from sklearn.metrics import confusion_matrix  # noqa: E402
 
 KEY = ("task", "variant", "seed", "backend")
 # `lymphoma 30 epochs` is the lymphoma task trained three times as long:
@@ -352,11 +353,9 @@ def worker(args):
             "accuracy": float(np.mean(predicted == y_test)),
             # Rows: true class, columns: predicted; tells a model that
             # misses one class from one that is wrong everywhere.
-            "confusion": np.bincount(
-                np.asarray(y_test) * classes + predicted, minlength=classes**2
-            )
-            .reshape(classes, classes)
-            .tolist(),
+            "confusion": confusion_matrix(
+                y_test, predicted, labels=range(classes)
+            ).tolist(),
             "train_accuracy": [float(a) for a in history.history["accuracy"]],
             "entropy": float(history.history["entropy"][-1]),
             "train_s": seconds,
