@@ -192,16 +192,15 @@ def fixed_draw_models(tmp_path_factory):
 
 
 @pytest.mark.parametrize("other", [b for b in ALL_BACKENDS if b != BACKEND])
-def test_training_steps_match_another_backend_given_the_same_draws(
-    fixed_draw_models, other
-):
+def test_training_steps_match_another_backend_given_the_same_draws(request, other):
     # Learning curves differ between backends because their seeds draw
     # different cells; given the same cells, the steps must agree, or one
     # backend's gradient plumbing is wrong.
     pytest.importorskip(
         {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[other]
     )
-    folder, before, attention, here = fixed_draw_models
+    # The fixture trains here only once a backend to compare with is there.
+    folder, before, attention, here = request.getfixturevalue("fixed_draw_models")
     there = _steps_with_fixed_draws(other, folder)
     for estimator in _ESTIMATORS:
         updates_here = [a - b for a, b in zip(here[estimator], before[estimator])]
