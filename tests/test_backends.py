@@ -90,9 +90,7 @@ _SAVE_ON_BACKEND = textwrap.dedent(
 
 @pytest.mark.parametrize("source", [b for b in ALL_BACKENDS if b != BACKEND])
 def test_model_saved_on_another_backend_predicts_the_same_here(tmp_path, source):
-    pytest.importorskip(
-        {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[source]
-    )
+    pytest.importorskip(source)  # each backend is a module of its name
     paths = [str(tmp_path / name) for name in ("model.keras", "x.npy", "p.npy")]
     env = dict(os.environ, KERAS_BACKEND=source)
     done = subprocess.run(
@@ -196,9 +194,7 @@ def test_training_steps_match_another_backend_given_the_same_draws(request, othe
     # Learning curves differ between backends because their seeds draw
     # different cells; given the same cells, the steps must agree, or one
     # backend's gradient plumbing is wrong.
-    pytest.importorskip(
-        {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[other]
-    )
+    pytest.importorskip(other)  # each backend is a module of its name
     # The fixture trains here only once a backend to compare with is there.
     folder, before, attention, here = request.getfixturevalue("fixed_draw_models")
     there = _steps_with_fixed_draws(other, folder)

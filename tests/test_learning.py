@@ -153,7 +153,8 @@ def test_autoregressive_draws_find_the_second_needle(learned):
     # decides how often two draws without replacement already touch both
     # needles: in 40-51% of test images on one AVX-512 CPU, 69-82% on an
     # AVX2-only one, and 69% / 77% / 82% (TF / JAX / torch) on an Intel Xeon
-    # with AVX-512. So the margin is a ratio: the autoregressive draws remove at least half of the
-    # misses and half of the errors of independent draws from the same map.
+    # with AVX-512. So the margin is a ratio: the autoregressive draws remove
+    # at least half of the misses and half of the errors of independent
+    # draws from the same map.
     assert 1 - touched <= 0.5 * (1 - independent_touched)
     assert 1 - accuracy <= 0.5 * (1 - independent)
