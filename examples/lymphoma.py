@@ -219,14 +219,16 @@ def save_and_reload(model, path, images):
 
 def explain_test_images(model, sequence, names, folder, grids=None):
     """Per test image, where the model looked; the sampled patches of every
-    image, or of `grids` of them. Returns the true and the predicted labels."""
+    image, or of `grids` of them. Returns the true and the predicted labels,
+    and the attention maps."""
     shutil.rmtree(folder, ignore_errors=True)  # pictures of a shorter training
     os.makedirs(folder)
     spread = np.linspace(0, len(names) - 1, len(names) if grids is None else grids)
     with_grid = set(spread.round().astype(int).tolist())
-    labels, predictions = [], []
+    labels, predictions, attention = [], [], []
     for images, batch_labels in (sequence[b] for b in range(len(sequence))):
         details = model.explain(images)
+        attention.extend(details["attention"])
         for i, (image, label) in enumerate(zip(images, batch_labels)):
             index, probabilities = len(labels), details["probabilities"][i]
             guess = int(np.argmax(probabilities))
@@ -252,7 +254,24 @@ def explain_test_images(model, sequence, names, folder, grids=None):
                 visualize.save_png(grid, os.path.join(folder, stem + "_patches.png"))
             labels.append(int(label))
             predictions.append(guess)
-    return np.asarray(labels), np.asarray(predictions)
+    return np.asarray(labels), np.asarray(predictions), np.asarray(attention)
+
+
+def attention_on_evidence(source, indices, attention, scale):
+    """On generated images, whose evidence is known: the share of each map's
+    attention that lies on the evidence, averaged over the images, and the
+    evidence's share of the image (what a map spread evenly would give)."""
+    on, share = [], []
+    for index, weights in zip(indices, attention):
+        mask = source.generate(int(index)).evidence_mask
+        h, w = weights.shape
+        # The fraction of each cell that is evidence; the view drops the rows
+        # and columns that do not fill a whole cell, and so does this.
+        cells = mask[: h * scale, : w * scale].reshape(h, scale, w, scale)
+        cells = cells.mean(axis=(1, 3))
+        on.append(float(np.sum(weights * cells) / np.sum(weights)))
+        share.append(float(cells.mean()))
+    return float(np.mean(on)), float(np.mean(share))
 
 
 def run(args, run_dir, callbacks=()):
@@ -268,7 +287,7 @@ def run(args, run_dir, callbacks=()):
         model, os.path.join(run_dir, "model.keras"), sequences["test"][0][0]
     )
     train_metrics = model.evaluate(sequences["train_eval"], verbose=0, return_dict=True)
-    labels, predictions = explain_test_images(
+    labels, predictions, attention = explain_test_images(
         model,
         sequences["test"],
         names["test"],
@@ -276,6 +295,15 @@ def run(args, run_dir, callbacks=()):
         args.grids,
     )
     sizes = {f"n_{part}": len(part_names) for part, part_names in names.items()}
+    # Whether the map learned to look at the class evidence, not only whether
+    # the votes came out right: measurable where the images are generated.
+    evidence = {"attention_on_evidence": None, "evidence_share": None}
+    test = sequences["test"]
+    if isinstance(test.source, datasets.SyntheticLymphoma):
+        on, share = attention_on_evidence(
+            test.source, test.indices, attention, args.scale
+        )
+        evidence = {"attention_on_evidence": on, "evidence_share": share}
     return {
         "seed": args.seed,
         "split": args.split,
@@ -286,6 +314,7 @@ def run(args, run_dir, callbacks=()):
         "chance": float(np.bincount(labels).max() / len(labels)),
         "backend": keras.backend.backend(),
         **sizes,
+        **evidence,
     }
 
 
@@ -300,6 +329,12 @@ def main(argv=None):
         f"| {result['train_accuracy']:.1%} | {result['test_accuracy']:.1%} "
         f"| {result['chance']:.1%} |"
     )
+    if result["attention_on_evidence"] is not None:
+        print(
+            f"\nAttention on the class evidence: {result['attention_on_evidence']:.1%} "
+            f"of each test map on average, where the evidence covers "
+            f"{result['evidence_share']:.1%} of an image."
+        )
     return result
 
 

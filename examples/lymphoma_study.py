@@ -178,14 +178,18 @@ def write_report(summaries, args):
         f"| {pm('test_accuracy')} | {mean['chance']:.1%} "
         f"| {duration(mean['train_seconds'])} |",
         "",
-        "| seed | train | test | chance | train / val / test images | time |",
-        "|---|---|---|---|---|---|",
+        "| seed | train | test | chance | train / val / test images | time "
+        "| attention on evidence |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
+        # Known only for generated images (and runs since 2026-12-07).
+        on, share = s.get("attention_on_evidence"), s.get("evidence_share")
+        evidence = "–" if on is None else f"{on:.1%} (evenly: {share:.1%})"
         lines.append(
             f"| {s['seed']} | {s['train_accuracy']:.1%} | {s['test_accuracy']:.1%} "
             f"| {s['chance']:.1%} | {s['n_train']} / {s['n_val']} / {s['n_test']} "
-            f"| {duration(s['train_seconds'])} |"
+            f"| {duration(s['train_seconds'])} | {evidence} |"
         )
     text = "\n".join(lines) + "\n"
     with open(os.path.join(args.output, "results.md"), "w") as handle:
@@ -213,7 +217,9 @@ def write_report(summaries, args):
             ]
         )
     with open(os.path.join(args.output, "runs.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(summaries[0]))
+        # A run reused from before a column existed lacks it.
+        fields = list(dict.fromkeys(key for s in summaries for key in s))
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(summaries)
     print("\n" + text)

@@ -115,7 +115,14 @@ def test_smoke_writes_table_pictures_and_model(resumed_run, example):
     (row,) = _csv_rows(os.path.join(output, "results.csv"))
     assert row["split"] == "random" and row["patch_size"] == "16"
     assert float(row["test_mean"]) == pytest.approx(summary["test_accuracy"])
-    assert len(_csv_rows(os.path.join(output, "runs.csv"))) == 1
+    (run,) = _csv_rows(os.path.join(output, "runs.csv"))
+    # Generated images know their evidence: how much of the map lies on it.
+    assert 0.0 <= summary["attention_on_evidence"] <= 1.0
+    assert 0.0 < summary["evidence_share"] < 1.0
+    assert float(run["attention_on_evidence"]) == pytest.approx(
+        summary["attention_on_evidence"]
+    )
+    assert f"| {summary['attention_on_evidence']:.1%} (evenly: " in table
 
     # Pictures: curves, one overlay per test image, patch grids for two.
     assert os.path.getsize(os.path.join(run_dir, "curves.png")) > 1000
@@ -212,8 +219,12 @@ def test_kaggle_tiff_folder_with_slide_split(example, tmp_path):
     )
     assert summary["split"] == "slide"
     assert summary["n_train"] + summary["n_val"] + summary["n_test"] == 18
+    # Real images carry no evidence mask, so there is nothing to measure.
+    assert summary["attention_on_evidence"] is None
     with open(os.path.join(output, "results.md")) as handle:
-        assert "slide-grouped" in handle.read()
+        table = handle.read()
+    assert "slide-grouped" in table
+    assert table.rstrip().endswith("| – |")
 
     # No slide in two parts of the split.
     with open(os.path.join(output, "seed-0", "split.json")) as handle:
@@ -252,3 +263,33 @@ def test_tutorial_trains_saves_reloads_and_draws(tutorial, tmp_path, capsys):
     assert len(pictures) - len(grids) == result["n_test"] and len(grids) == 2
     with open(os.path.join(run_dir, "split.json")) as handle:
         assert sorted(json.load(handle)) == ["test", "train", "val"]
+
+
+def test_attention_on_evidence_weighs_each_cell_by_its_evidence(tutorial):
+    source = datasets.SyntheticLymphoma(2, (104, 139), seed=0, evidence_fraction=0.3)
+    scale, indices = 4, [0, 3]
+    masks = [source.generate(i).evidence_mask for i in indices]
+    h, w = 104 // scale, 139 // scale
+    cells = np.stack(
+        [
+            m[: h * scale, : w * scale].reshape(h, scale, w, scale).mean(axis=(1, 3))
+            for m in masks
+        ]
+    )
+    inside, outside = (cells == 1).astype("float32"), (cells == 0).astype("float32")
+    assert inside.sum(axis=(1, 2)).min() > 0 and outside.sum(axis=(1, 2)).min() > 0
+
+    on, share = tutorial.attention_on_evidence(source, indices, inside, scale)
+    assert on == pytest.approx(1.0) and share == pytest.approx(cells.mean())
+    assert tutorial.attention_on_evidence(source, indices, outside, scale)[0] == 0.0
+    # A map spread evenly puts the evidence's share of the image on it; the
+    # maps need not sum to one.
+    even = np.full((2, h, w), 3.0)
+    on, share = tutorial.attention_on_evidence(source, indices, even, scale)
+    assert on == pytest.approx(share)
+    # Half the weight on evidence, half off it.
+    half = inside / inside.sum(axis=(1, 2), keepdims=True)
+    half += outside / outside.sum(axis=(1, 2), keepdims=True)
+    assert tutorial.attention_on_evidence(source, indices, half, scale)[
+        0
+    ] == pytest.approx(0.5)
