@@ -515,26 +515,32 @@ def test_functional_expectation_estimator_and_its_checks(data):
 
 def test_default_entropy_weight_is_the_estimators():
     # Left at None, the entropy weight follows the estimator once the model
-    # knows it: none for the expectation estimator, 0.05 for REINFORCE.
+    # knows it: none for the expectation estimator, 0.01 for REINFORCE.
     assert small_model().estimator == "expectation"
     assert small_model().entropy_weight == 0.0
-    assert small_model(estimator="reinforce").entropy_weight == 0.05
+    assert small_model(estimator="reinforce").entropy_weight == 0.01
     autoregressive = kas.AttentionSamplingModel(
         3, sampler=kas.AutoregressiveSampler(3, 8), scale=4
     )
-    assert autoregressive.entropy_weight == 0.05  # it needs REINFORCE
+    assert autoregressive.entropy_weight == 0.01  # it needs REINFORCE
     assert functional_model().estimator == "reinforce"
-    assert functional_model().entropy_weight == 0.05
-    assert small_model(entropy_weight=0.01).entropy_weight == 0.01  # given, kept
+    assert functional_model().entropy_weight == 0.01
+    assert small_model(entropy_weight=0.2).entropy_weight == 0.2  # given, kept
     model = small_model(estimator="reinforce", entropy_weight=0.2)
     model.entropy_weight = None
-    assert model.entropy_weight == 0.05
-    # The config holds the number, so a model saved with the old default
-    # (0.05 for every estimator) loads with it.
-    config = small_model().get_config()
-    assert config["entropy_weight"] == 0.0
-    config["entropy_weight"] = 0.05
-    assert kas.AttentionSamplingModel.from_config(config).entropy_weight == 0.05
+    assert model.entropy_weight == 0.01
+    # The reference notebook's settings keep its own weight.
+    reference = kas.reference_settings()["model"]
+    assert small_model(**reference).entropy_weight == 0.05
+    # The config holds the number, so a model saved with an old default
+    # (0.05 for every estimator until 2026-12-02, for REINFORCE until
+    # 2026-12-07) loads with it.
+    for estimator, saved in (("expectation", 0.0), ("reinforce", 0.01)):
+        config = small_model(estimator=estimator).get_config()
+        assert config["entropy_weight"] == saved
+        config["entropy_weight"] = 0.05
+        loaded = kas.AttentionSamplingModel.from_config(config)
+        assert loaded.entropy_weight == 0.05
 
 
 def test_entropy_weight_schedule_is_read_at_each_step(tmp_path, rng):

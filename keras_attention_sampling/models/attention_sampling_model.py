@@ -83,10 +83,7 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         head: the part that turns the patches' features into the
             prediction, in place of the pool: a `SequenceHead`, say (with
             REINFORCE). When given, leave `logit_scale` and
-            `attention_gradient` out. With the parts, consider
-            `entropy_weight=0.01`: REINFORCE's 0.05 held the map near
-            uniform for longer, and both parts together learned slower
-            with it (the synthetic lymphoma in docs/benchmarks.md).
+            `attention_gradient` out.
         scale: average-pooling factor of the view (1 for none).
         n_patches: patches per image.
         patch_size: patch side in full-resolution pixels.
