@@ -59,12 +59,12 @@ def reference_settings():
     The package's defaults differ from them where the learning benchmark
     showed a setting that learns on more seeds (docs/benchmarks.md): inputs
     centred to `[-0.5, 0.5]` instead of `[0, 1]`, the expectation estimator
-    instead of REINFORCE, and the attention optimiser's `beta_1=0.9` instead
-    of 0.999 (and REINFORCE's own entropy weight, 0.01 instead of 0.05).
-    These arguments put them back, with the notebook's
-    baseline, reward, entropy weight, draws per image and logit scale 3
-    written out (the package's default logit scale is 3 up to three classes
-    and grows beyond, see `kas.default_logit_scale`).
+    instead of REINFORCE, the attention optimiser's `beta_1=0.9` instead
+    of 0.999, and REINFORCE's entropy weight 0.01 instead of 0.05. These
+    arguments put all four back, with the notebook's baseline, reward,
+    draws per image and logit scale 3 written out (the package's default
+    logit scale is 3 up to three classes and grows beyond, see
+    `kas.default_logit_scale`).
 
     Returns:
         A dict of `"model"`, the keyword arguments of `AttentionSamplingModel`
@@ -183,8 +183,8 @@ class PolicyGradientMixin:
             a `keras.optimizers.schedules.LearningRateSchedule` of the
             attention optimiser's step (e.g. `PolynomialDecay(0.05, 10000,
             0.005)` to explore less as training goes on), or `None`, the
-            estimator's choice: 0.01 with `"reinforce"` (the reference
-            notebook's 0.05 until 2026-12-07), 0 with `"expectation"`, whose
+            estimator's choice: 0.01 with `"reinforce"` (until 2026-12-07
+            the reference notebook's 0.05), 0 with `"expectation"`, whose
             gradient already carries the classification loss to the
             attention (0.05 kept a 64 x 64 map uniform on Megapixel MNIST at
             one patch; see docs/benchmarks.md). The model's config holds
