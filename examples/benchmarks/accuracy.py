@@ -132,10 +132,8 @@ def build(variant, n_patches, seed, steps):
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
     variant, extra, cosine = parse_variant(variant)
-    if variant == "reinforce":
-        # REINFORCE's default entropy weight until 2026-12-07, written out so
-        # that the row keeps its meaning (` + entropy W` still overrides it).
-        extra = {"entropy_weight": 0.05, **extra}
+    if variant == "reinforce":  # ` + entropy W` still overrides it
+        extra = {"entropy_weight": _common.OLD_REINFORCE_ENTROPY_WEIGHT, **extra}
     attention = kas.AttentionMap(
         head_initializer="zeros" if variant == "uniform" else "glorot_uniform"
     )

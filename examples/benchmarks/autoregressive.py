@@ -72,9 +72,8 @@ def build(variant, n_patches, seed):
     else:
         sampler = kas.PatchSampler(n_patches, PATCH, replace=False, seed=seed)
     sequence = "sequence" in variant
-    # The parts need REINFORCE; its entropy weight until 2026-12-07 (0.01
-    # since) is written out so that the records keep their meaning. The
-    # pool variant has the expectation estimator, with none.
+    # The parts need REINFORCE (see `_common.OLD_REINFORCE_ENTROPY_WEIGHT`);
+    # the pool variant has the expectation estimator, with no entropy term.
     reinforce = sequence or variant.startswith("autoregressive")
     model = kas.AttentionSamplingModel(
         2,
@@ -89,7 +88,7 @@ def build(variant, n_patches, seed):
             else None
         ),
         scale=8,
-        entropy_weight=0.05 if reinforce else None,
+        entropy_weight=_common.OLD_REINFORCE_ENTROPY_WEIGHT if reinforce else None,
     )
     return model
 

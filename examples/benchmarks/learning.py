@@ -296,10 +296,11 @@ def parts_model(classes, geometry, seed, variant):
     if head == "sequence":
         settings = {"dim": 16, "blocks": 1, "shortcut": True, **variant.get("head", {})}
         head = kas.SequenceHead(classes, **settings)
-    # REINFORCE's entropy weight as it was when these rows were first
-    # measured (its default until 2026-12-07), so that a row keeps its
-    # meaning; `... + entropy 0.01` is the default since.
-    model = {"entropy_weight": 0.05, **variant.get("model", {})}
+    # `... + entropy 0.01` is REINFORCE's default since 2026-12-07.
+    model = {
+        "entropy_weight": _common.OLD_REINFORCE_ENTROPY_WEIGHT,
+        **variant.get("model", {}),
+    }
     return kas.AttentionSamplingModel(
         classes,
         sampler=sampler,
