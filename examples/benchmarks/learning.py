@@ -87,7 +87,10 @@ Each run is a fresh process on the backend of `--backend` (or
 `KERAS_BACKEND`, default tensorflow). Measurements go to
 `examples/benchmarks/results/learning.json`, merged by (task, variant,
 seed, backend); the `learning` section of docs/benchmarks.md is rendered
-from it, with a backend column once the file holds more than one backend.
+from it, with a backend column once the file holds more than one backend,
+and a column of the attention on the class evidence once it holds lymphoma
+runs that measured it (since 2026-12-07): the share of each test map's
+weight on the evidence cells, as `examples/lymphoma.py` reports it.
 """
 
 import argparse
@@ -281,7 +284,9 @@ CLASSES = {
 
 
 def task_data(task, args):
-    """`(train, test images, test labels, geometry, fit arguments)`."""
+    """`(train, test images, test labels, geometry, fit arguments, evidence)`;
+    `evidence` is the generator and the indices of the test images where
+    their class evidence is known (the lymphoma tasks), else None."""
     import numpy as np
 
     from keras_attention_sampling import datasets
@@ -290,14 +295,15 @@ def task_data(task, args):
         x, y, _ = datasets.textured_needles(1536, seed=100)
         x_test, y_test, _ = datasets.textured_needles(600, seed=200)
         geometry = {"scale": 8, "n_patches": 2, "patch_size": 16}
-        return (x, y), x_test, y_test, geometry, {"batch_size": 16, "epochs": 8}
+        fit = {"batch_size": 16, "epochs": 8}
+        return (x, y), x_test, y_test, geometry, fit, None
     if task == "digits":
         common = {"canvas": args.digits_canvas, "noise": args.digits_canvas // 30}
         train = datasets.MegapixelDigits(args.digits_train, 16, seed=1, **common)
         test = datasets.MegapixelDigits(500, 500, seed=2, **common)
         x_test, y_test = test[0]
         geometry = {"scale": 8, "n_patches": 5, "patch_size": 40}
-        return (train,), x_test, y_test, geometry, {"epochs": 10}
+        return (train,), x_test, y_test, geometry, {"epochs": 10}, None
     lymphoma = {
         "image_size": (260, 347),
         "images_per_slide": 4,
@@ -310,11 +316,14 @@ def task_data(task, args):
     if task.endswith("new slides"):
         unseen = datasets.SyntheticLymphoma(90, seed=2025, **lymphoma)
         x_test, y_test = datasets.ImageSequence(unseen, len(unseen.labels))[0]
+        evidence = (unseen, range(len(unseen.labels)))
     else:
         x_test, y_test = datasets.ImageSequence(source, len(test), indices=test)[0]
+        evidence = (source, test)
     geometry = {"scale": 5, "n_patches": 20, "patch_size": 25, "samples_per_image": 2}
     epochs = 30 if "30 epochs" in task else 10
-    return (sequence,), x_test, np.asarray(y_test), geometry, {"epochs": epochs}
+    fit = {"epochs": epochs}
+    return (sequence,), x_test, np.asarray(y_test), geometry, fit, evidence
 
 
 def parts_model(classes, geometry, seed, variant):
@@ -357,7 +366,7 @@ def worker(args):
     import keras_attention_sampling as kas
 
     variant = VARIANTS[args.variant]
-    train, x_test, y_test, geometry, fit = task_data(args.task, args)
+    train, x_test, y_test, geometry, fit, evidence = task_data(args.task, args)
     classes = CLASSES[args.task]
     keras.utils.set_random_seed(args.seed)
     if args.task == "digits":
@@ -408,6 +417,16 @@ def worker(args):
     history = model.fit(*train, verbose=0, **fit)
     seconds = time.perf_counter() - start
     predicted = model.predict(x_test, batch_size=16, verbose=0).argmax(-1)
+    # Where the maps lie, on the images whose class evidence is known (after
+    # `predict`, whose draws this would otherwise move on).
+    on_evidence = None
+    if evidence is not None:
+        # The lymphoma example's measure, so that the two report the same.
+        sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from lymphoma import attention_on_evidence
+
+        maps = model.explain(x_test, batch_size=16)["attention"]
+        on_evidence = attention_on_evidence(*evidence, maps, geometry["scale"])[0]
     _common.write_json(
         args.result,
         {
@@ -425,6 +444,7 @@ def worker(args):
             "entropy": float(history.history["entropy"][-1]),
             "train_s": seconds,
             "steps": int(model.optimizer.iterations),
+            "attention_on_evidence": on_evidence,
         },
     )
 
@@ -480,18 +500,29 @@ def step_time(records):
     return _common.format_seconds(float(np.mean(timed))) if timed else "–"
 
 
-def summary_row(records, task, variant, backend):
-    """The row of a variant's runs of a task on a backend, or None."""
+def evidence_share(records):
+    """Mean attention on the class evidence over the runs that measured it,
+    with their count, or "–" where none did."""
+    import numpy as np
+
+    measured = [r["attention_on_evidence"] for r in records]
+    measured = [m for m in measured if m is not None]
+    return f"{np.mean(measured):.1%} ({len(measured)})" if measured else "–"
+
+
+def summary_row(records, task, variant, backend, evidence=False):
+    """The row of a variant's runs of a task on a backend, or None; with
+    `evidence`, the attention on the class evidence as its last column."""
     import numpy as np
 
     records, done = _common.select(records, task=task, variant=variant, backend=backend)
     if not records:
         return None
     if not done:
-        return [task, variant, records[0]["error"], "", "", "", ""]
+        return [task, variant, records[0]["error"]] + [""] * (4 + evidence)
     accuracy = np.array([r["accuracy"] for r in done])
     threshold = (1 + 1 / CLASSES[task]) / 2
-    return [
+    row = [
         task,
         variant,
         f"{accuracy.mean():.1%} ± {accuracy.std(ddof=1) if len(done) > 1 else 0:.1%}",
@@ -500,6 +531,7 @@ def summary_row(records, task, variant, backend):
         _common.format_seconds(float(np.mean([r["train_s"] for r in done]))),
         step_time(done),
     ]
+    return row + [evidence_share(done)] if evidence else row
 
 
 def report(results, args):
@@ -515,15 +547,19 @@ def report(results, args):
     backends = [
         b for b in _common.BACKENDS if any(r["backend"] == b for r in results.records)
     ]
-    # Files of one backend keep the table they have always had.
+    # Files of one backend keep the table they have always had, and so do
+    # files from before the attention on the evidence was measured.
     several = len(backends) > 1
     if several:
         header.insert(2, "backend")
+    evidence = any(r.get("attention_on_evidence") is not None for r in results.records)
+    if evidence:
+        header.append("attention on evidence (runs)")
     rows = []
     for task in TASKS:
         for variant in VARIANTS:
             for backend in backends:
-                row = summary_row(results.records, task, variant, backend)
+                row = summary_row(results.records, task, variant, backend, evidence)
                 if row is not None:
                     rows.append(row[:2] + [backend] + row[2:] if several else row)
     _common.print_table(header, rows)
@@ -548,6 +584,13 @@ def report(results, args):
         "the optimiser's steps, compilation and first steps included. See the "
         "script's docstring for every variant."
     )
+    if evidence:
+        description += (
+            " *Attention on evidence*: on the lymphoma tasks, the share of each "
+            "test map's weight on the cells of the class evidence (as "
+            "`examples/lymphoma.py` reports it; a map spread evenly would give "
+            "the evidence's 30%), averaged over the runs that recorded it."
+        )
     title = _common.section_title(
         results, args, "Learning on every seed: defaults and one change at a time"
     )
