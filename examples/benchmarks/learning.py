@@ -505,7 +505,7 @@ def evidence_share(records):
     with their count, or "–" where none did."""
     import numpy as np
 
-    measured = [r["attention_on_evidence"] for r in records]
+    measured = [r.get("attention_on_evidence") for r in records]
     measured = [m for m in measured if m is not None]
     return f"{np.mean(measured):.1%} ({len(measured)})" if measured else "–"
 
