@@ -545,6 +545,16 @@ def digit_backbone():
     )
 
 
+def fading(weight, steps):
+    """An entropy weight that decays linearly from `weight` to 0 over the
+    first half of a run of `steps` attention-optimiser steps, then stays 0:
+    the map keeps exploring while the features learn what to look for, and
+    the second half trains on the estimator alone."""
+    import keras
+
+    return keras.optimizers.schedules.PolynomialDecay(weight, max(steps // 2, 1), 0.0)
+
+
 def add_worker_arguments(parser, **point):
     """The hidden flags of a worker process: `--worker`, one flag per key
     of a measured point (`name=type`, e.g. `seed=int`) and `--result`."""

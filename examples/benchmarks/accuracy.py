@@ -34,8 +34,9 @@ classes) and the package default for any number of classes until
 can be run with changes appended, each ` + CHANGE`: `entropy W`,
 `logit scale S` (`logit_scale=S`), `default logit scale` (the package's
 default for 10 classes since 2026-12-04, `kas.default_logit_scale(10)`,
-4.88) or `cosine decay` (both optimisers' learning rates decayed from 1e-3
-to 0 over the run), e.g.
+4.88), `entropy W fading` (the entropy weight decayed linearly from `W` to
+0 over the first half of the run, `_common.fading`) or `cosine decay` (both
+optimisers' learning rates decayed from 1e-3 to 0 over the run), e.g.
 `--variants 'expectation without replacement + logit scale 10'`.
 
 Digits need a feature network that sees shapes, so every variant uses the
@@ -102,15 +103,19 @@ def parse_variant(variant):
     extra = {"logit_scale": REFERENCE_LOGIT_SCALE}
     for change in changes:
         prefix = next((p for p in NUMERIC_CHANGES if change.startswith(p)), None)
-        if prefix:
+        if change.startswith("entropy ") and change.endswith(" fading"):
+            # A schedule needs the run's length: `build` makes it.
+            weight = float(change.removeprefix("entropy ").removesuffix(" fading"))
+            extra["entropy_weight"] = ("fading", weight)
+        elif prefix:
             extra[NUMERIC_CHANGES[prefix]] = float(change.removeprefix(prefix))
         elif change == "default logit scale":
             extra["logit_scale"] = None
         elif change != "cosine decay":
             raise ValueError(
                 f"accuracy.py: unknown change {change!r} in {variant!r}; expected "
-                "'cosine decay', 'default logit scale' or one of "
-                f"{tuple(NUMERIC_CHANGES)} and a number"
+                "'cosine decay', 'default logit scale', 'entropy W fading' or "
+                f"one of {tuple(NUMERIC_CHANGES)} and a number"
             )
     return base, extra, "cosine decay" in changes
 
@@ -134,6 +139,8 @@ def build(variant, n_patches, seed, steps):
     variant, extra, cosine = parse_variant(variant)
     if variant == "reinforce":  # ` + entropy W` still overrides it
         extra = {"entropy_weight": _common.OLD_REINFORCE_ENTROPY_WEIGHT, **extra}
+    if isinstance(extra.get("entropy_weight"), tuple):
+        extra["entropy_weight"] = _common.fading(extra["entropy_weight"][1], steps)
     attention = kas.AttentionMap(
         head_initializer="zeros" if variant == "uniform" else "glorot_uniform"
     )
