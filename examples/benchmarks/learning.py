@@ -287,8 +287,8 @@ VARIANTS = {
     "defaults + entropy 0.05 fading": {"defaults": {}, "fading_entropy": 0.05},
     # Seed 0 settles off the evidence with every change above. Two ways to
     # keep the map from settling before the features can vote: start it
-    # uniform (a zero head, as the reference notebook could not), and
-    # also hold it there for the first fifth of the run.
+    # uniform (a zero head), and also hold it there for the first fifth of
+    # the run, so the features first learn from patches drawn evenly.
     "defaults + uniform start": {
         "defaults": {},
         "attention": {"head_initializer": "zeros"},
