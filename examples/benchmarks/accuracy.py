@@ -84,7 +84,8 @@ VARIANTS = (
     "downsampled CNN",
 )
 # The changes a variant name may append (see the docstring): each numeric
-# one sets one model argument; `cosine decay` changes the optimisers.
+# one sets one model argument; `cosine decay` changes the optimisers and
+# `entropy W fading` the entropy weight, both schedules over the run.
 NUMERIC_CHANGES = {"entropy ": "entropy_weight", "logit scale ": "logit_scale"}
 SCALE, PATCH, CLASSES = 8, 50, 10
 # What every recorded variant ran with (see the docstring).
@@ -92,7 +93,9 @@ REFERENCE_LOGIT_SCALE = 3.0
 
 
 def parse_variant(variant):
-    """`(base variant, model arguments, cosine decay?)` of a variant name."""
+    """`(base variant, model arguments, cosine decay?, fading entropy weight
+    or None)` of a variant name; the two schedules need the run's length,
+    so `build` makes them."""
     base, *changes = variant.split(" + ")
     if base not in VARIANTS or (base == "downsampled CNN" and changes):
         raise ValueError(f"accuracy.py: unknown variant {variant!r}")
@@ -101,12 +104,11 @@ def parse_variant(variant):
     ):
         raise ValueError(f"accuracy.py: a change repeated in {variant!r}")
     extra = {"logit_scale": REFERENCE_LOGIT_SCALE}
+    fading = None
     for change in changes:
         prefix = next((p for p in NUMERIC_CHANGES if change.startswith(p)), None)
         if change.startswith("entropy ") and change.endswith(" fading"):
-            # A schedule needs the run's length: `build` makes it.
-            weight = float(change.removeprefix("entropy ").removesuffix(" fading"))
-            extra["entropy_weight"] = ("fading", weight)
+            fading = float(change.removeprefix("entropy ").removesuffix(" fading"))
         elif prefix:
             extra[NUMERIC_CHANGES[prefix]] = float(change.removeprefix(prefix))
         elif change == "default logit scale":
@@ -117,7 +119,7 @@ def parse_variant(variant):
                 "'cosine decay', 'default logit scale', 'entropy W fading' or "
                 f"one of {tuple(NUMERIC_CHANGES)} and a number"
             )
-    return base, extra, "cosine decay" in changes
+    return base, extra, "cosine decay" in changes, fading
 
 
 def build(variant, n_patches, seed, steps):
@@ -136,11 +138,11 @@ def build(variant, n_patches, seed, steps):
         model = keras.Model(inputs, outputs)
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
-    variant, extra, cosine = parse_variant(variant)
+    variant, extra, cosine, fading = parse_variant(variant)
     if variant == "reinforce":  # ` + entropy W` still overrides it
         extra = {"entropy_weight": _common.OLD_REINFORCE_ENTROPY_WEIGHT, **extra}
-    if isinstance(extra.get("entropy_weight"), tuple):
-        extra["entropy_weight"] = _common.fading(extra["entropy_weight"][1], steps)
+    if fading is not None:
+        extra["entropy_weight"] = _common.fading(fading, steps)
     attention = kas.AttentionMap(
         head_initializer="zeros" if variant == "uniform" else "glorot_uniform"
     )
