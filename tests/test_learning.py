@@ -106,19 +106,16 @@ def test_reinforce_learns_too(task):
 
 def test_autoregressive_draws_find_the_second_needle(learned):
     # The same/different task: two needles far apart, the class is whether
-    # their stripes agree, so no single patch can tell. Both models start
-    # from the single-needle model's attention network (kept fixed: it finds
+    # their stripes agree, so no single patch can tell. The models start from
+    # the single-needle model's attention network (kept fixed: it finds
     # needles) and patch backbone (it knows textures). With 2 independent
     # draws from that map a pair often shows one needle twice; the
     # autoregressive sampler learns to look for the other one.
     x, y, _ = kas.datasets.needle_pairs(1024, seed=1)
     x_test, y_test, corners = kas.datasets.needle_pairs(300, seed=2)
     source = learned[0]
-    results = {}
-    for name, sampler_class in (
-        ("independent", kas.PatchSampler),
-        ("autoregressive", kas.AutoregressiveSampler),
-    ):
+
+    def model_drawing_with(sampler_class):
         keras.utils.set_random_seed(0)
         model = kas.AttentionSamplingModel(
             2,
@@ -132,29 +129,35 @@ def test_autoregressive_draws_find_the_second_needle(learned):
         backbone = source.feature_network.patch_backbone.get_weights()
         model.feature_network.patch_backbone.set_weights(backbone)
         model.attention_network.trainable = False
-        model.compile(metrics=["accuracy"])
-        # Comparing two textures is learned after a plateau at chance (16
-        # epochs on JAX for the autoregressive draws, 23 for the independent).
-        model.fit(x, y, batch_size=16, epochs=24, verbose=0)
+        return model
+
+    def touched(model):
+        """Share of test pairs whose draws overlap both needles, and the
+        model's predictions."""
         explanation = model.explain(x_test, batch_size=50)
         centres = corners + 6  # (B, 2 needles, 2)
         positions = explanation["positions"]
         near = np.abs(positions[:, :, None] - centres[:, None]) < 14  # overlap
-        touched = near.all(axis=-1).any(axis=1).all(axis=-1).mean()
-        correct = explanation["probabilities"].argmax(-1) == y_test
-        results[name] = (float(correct.mean()), float(touched))
-    print(results)
-    (accuracy, touched), (independent, independent_touched) = (
-        results["autoregressive"],
-        results["independent"],
-    )
+        rate = near.all(axis=-1).any(axis=1).all(axis=-1).mean()
+        return float(rate), explanation["probabilities"].argmax(-1)
+
+    # Independent draws have nothing to learn here: the map is fixed, so
+    # where they land does not depend on training, and an untrained model
+    # measures it. Only the autoregressive draws are trained. Their training
+    # accuracy passed 0.9 at epoch 4 (TF, JAX) and 7 (torch) and was 0.99
+    # or more from epoch 10 on every backend (Intel Xeon), so 12 epochs.
+    independent, _ = touched(model_drawing_with(kas.PatchSampler))
+    model = model_drawing_with(kas.AutoregressiveSampler)
+    model.compile(metrics=["accuracy"])
+    model.fit(x, y, batch_size=16, epochs=12, verbose=0)
+    autoregressive, predictions = touched(model)
+    accuracy = float(np.mean(predictions == y_test))
+    print(f"touched: {independent:.3f} -> {autoregressive:.3f}; {accuracy=:.3f}")
     assert accuracy > 0.85
     # How peaked the fixed map is (it differs between machines and backends)
     # decides how often two draws without replacement already touch both
     # needles: in 40-51% of test images on one AVX-512 CPU, 69-82% on an
     # AVX2-only one, and 69% / 77% / 82% (TF / JAX / torch) on an Intel Xeon
     # with AVX-512. So the margin is a ratio: the autoregressive draws remove
-    # at least half of the misses and half of the errors of independent
-    # draws from the same map.
-    assert 1 - touched <= 0.5 * (1 - independent_touched)
-    assert 1 - accuracy <= 0.5 * (1 - independent)
+    # at least half of the misses of independent draws from the same map.
+    assert 1 - autoregressive <= 0.5 * (1 - independent)
