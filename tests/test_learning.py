@@ -144,8 +144,8 @@ def test_autoregressive_draws_find_the_second_needle(learned):
     # Independent draws have nothing to learn here: the map is fixed, so
     # where they land does not depend on training, and an untrained model
     # measures it. Only the autoregressive draws are trained. Their training
-    # accuracy passed 0.9 at epoch 4 (TF, JAX) and 7 (torch) and was 0.99
-    # or more from epoch 10 on every backend (Intel Xeon), so 12 epochs.
+    # accuracy passed 0.9 at epoch 4 (TF, JAX) and 7 (torch), and reached
+    # 0.99 by epoch 10 (TF, JAX) and 12 (torch) on an Intel Xeon: 12 epochs.
     independent, _ = touched(model_drawing_with(kas.PatchSampler))
     model = model_drawing_with(kas.AutoregressiveSampler)
     model.compile(metrics=["accuracy"])

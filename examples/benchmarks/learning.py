@@ -179,7 +179,8 @@ VARIANTS = {
     # package defaults for 10 classes until then.
     "defaults + logit scale 10": {"defaults": {"logit_scale": 10.0}},
     # Between the two: 4.88 missed Megapixel MNIST's 90% at 10 patches on
-    # one machine, 10 met it, and 10 was behind 4.88 on the digits.
+    # one machine, 10 met it, and 10 was behind 4.88 on the digits (on
+    # another machine).
     "defaults + logit scale 7": {"defaults": {"logit_scale": 7.0}},
     "defaults + logit scale 3": {"defaults": {"logit_scale": 3.0}},
     # The package defaults as they were until 2026-12-02 (the same model as
