@@ -151,6 +151,11 @@ def test_save_load_gives_identical_top_k_predictions_and_resumes(tmp_path, data)
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, kas.AttentionSamplingModel)
+    # Every part comes back built, as it was after fit: with one unbuilt
+    # layer Keras' JAX `predict` runs the whole model eagerly on each call to
+    # build it.
+    for trained in (model, loaded):
+        assert not [x.name for x in trained._flatten_layers() if not x.built]
     assert without_build_config(loaded.get_config()) == without_build_config(
         model.get_config()
     )

@@ -318,6 +318,10 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         if drawn_shapes is not None:
             _check_drawn(self, drawn_shapes)
         patch_shape = sampled_shape
+        if not self.rescaling.built:
+            # A loaded model rebuilds it here; else Keras' JAX `predict` runs
+            # an eager forward pass to build it.
+            self.rescaling.build(image_shape)
         if not self.feature_network.built:
             self.feature_network.build(patch_shape)
         feature_shape = tuple(self.feature_network.compute_output_shape(patch_shape))

@@ -59,6 +59,10 @@ class RewardBaseline(keras.layers.Layer):
             name="updates",
             dtype="float32",
         )
+        # Its state has no input shape to wait for. Left unbuilt, it kept the
+        # model's `_flatten_layers` unbuilt forever, and Keras' JAX `predict`
+        # then ran one eager forward pass on every call to build it.
+        self.built = True
 
     def __setattr__(self, name, value):
         # One check for the constructor and for later writes (the model's
