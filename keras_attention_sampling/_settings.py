@@ -5,10 +5,12 @@ import warnings
 
 
 def drop_compiled_functions(model):
-    """Forget the model's compiled steps: they hold settings as constants."""
+    """Forget the model's compiled steps (and `explain`'s forward pass):
+    they hold settings as constants."""
     model.train_function = None
     model.test_function = None
     model.predict_function = None
+    model.explain_function = None
 
 
 class LayerSetting:

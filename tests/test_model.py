@@ -201,6 +201,27 @@ def test_explain_returns_every_piece(data):
     )
 
 
+def test_explain_draws_as_an_eager_run_draws(data):
+    # On JAX explain runs one compiled program (eager JAX compiles every
+    # operation apart); compiled or eager, the same model state gives the
+    # same draws and leaves the seed where the other leaves it.
+    x, _ = data
+    models = [small_model(), small_model()]
+    models[0].compile()
+    models[1].compile(run_eagerly=True)
+    for model in models:
+        model.build(x.shape)
+    models[1].set_weights(models[0].get_weights())
+    first, second = ([m.explain(x[:4], batch_size=2) for m in models] for _ in "12")
+    for compiled, eager in (first, second):
+        np.testing.assert_array_equal(compiled["cells"], eager["cells"])
+        for key in ("probabilities", "attention", "patch_logits"):
+            np.testing.assert_allclose(
+                compiled[key], eager[key], rtol=1e-4, atol=1e-6, err_msg=key
+            )
+    assert not np.array_equal(first[0]["cells"], second[0]["cells"])  # it drew again
+
+
 def test_uint8_images_with_rescale(rng):
     x = rng.integers(0, 256, (4, 32, 32, 3)).astype("uint8")
     model = small_model(rescale=1 / 255, offset=0.0)
@@ -459,6 +480,7 @@ def test_inference_sampling_written_on_a_loaded_model_takes_effect(tmp_path, dat
     loaded.inference_sampling = "top_k"
     first, second = (loaded.predict(x, verbose=0) for _ in range(2))
     np.testing.assert_array_equal(first, second)
+    assert loaded.explain(x[:2])["positions"].shape == (2, 3, 2)
     loaded.n_patches = 5
     assert loaded.explain(x[:2])["positions"].shape == (2, 5, 2)
 

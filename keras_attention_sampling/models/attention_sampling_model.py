@@ -673,7 +673,7 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
                 batch = {k: ops.convert_to_tensor(v[window]) for k, v in images.items()}
             else:
                 batch = ops.convert_to_tensor(images[window])
-            outputs = self.policy_forward(batch, training=False)
+            outputs = self._explain_forward(batch)
             for key in keys:
                 parts[key].append(ops.convert_to_numpy(outputs[key]))
         result = {key: np.concatenate(value) for key, value in parts.items()}

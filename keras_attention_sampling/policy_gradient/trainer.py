@@ -464,6 +464,17 @@ class PolicyGradientMixin:
         # strategy; see `_tensorflow.maybe_symbolic_build`.
         return _backend_trainer().maybe_symbolic_build(self, *args, **kwargs)
 
+    def _explain_forward(self, inputs):
+        """`policy_forward` in inference mode, compiled where `predict` is
+        compiled and eager backends would be slow (JAX); what `explain`
+        runs on each batch."""
+        if not self.built:
+            # The first call builds the model, which a compiled program cannot.
+            return self.policy_forward(inputs, training=False)
+        if getattr(self, "explain_function", None) is None:
+            self.explain_function = _backend_trainer().explain_function(self)
+        return self.explain_function(inputs)
+
     def predict_step(self, *args):
         # The plumbing gives each data-parallel replica its own draws.
         return _backend_trainer().predict_step(self, *args)

@@ -60,7 +60,7 @@ def explain_slides(model, dataset):
     dataset.hold_weights()
     for index in range(len(dataset)):
         inputs = dataset[index][0]
-        outputs = model.policy_forward(inputs, training=False)
+        outputs = model._explain_forward(inputs)
         ids = dataset._order[index * dataset.batch_size :][: len(inputs["view"])]
         positions = np.stack(
             [
