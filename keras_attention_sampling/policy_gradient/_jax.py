@@ -79,8 +79,8 @@ def explain_function(model):
     """`model.policy_forward` in inference mode as one compiled program.
 
     Run eagerly, JAX compiles each operation on its own the first time it
-    meets a shape: a first `explain` of 100 needle images took 15.6 s so,
-    and 2.7 s compiled (Intel Xeon, 2 cores). Compiled or not, it draws the
+    meets a shape: a first `explain` of 100 needle images took 15.6 s
+    eagerly and 2.7 s compiled (Intel Xeon, 2 cores). Compiled or not, it draws the
     same cells and leaves the seed state where an eager call leaves it.
     Like `predict`, it runs eagerly under `run_eagerly` or without
     `jit_compile`.
