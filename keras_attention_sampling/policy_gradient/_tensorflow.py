@@ -10,7 +10,6 @@ whole batch.
 """
 
 import contextlib
-import functools
 
 import keras
 import tensorflow as tf
@@ -93,11 +92,6 @@ def test_step(model, data):
     with _replica_scope():
         model.policy_step(x, y, sample_weight, training=False)
     return _logs(model)
-
-
-def explain_function(model):
-    # Eager calls run whole kernels here; only JAX compiles each operation.
-    return functools.partial(model.policy_forward, training=False)
 
 
 def predict_step(model, data):

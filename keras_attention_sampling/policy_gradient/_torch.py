@@ -1,7 +1,5 @@
 """Per-backend gradient plumbing: differentiate `policy_step`, apply the gradients."""
 
-import functools
-
 import keras
 import torch
 
@@ -39,11 +37,6 @@ def test_step(model, data):
     with torch.no_grad():
         model.policy_step(x, y, sample_weight, training=False)
     return model.get_metrics_result()
-
-
-def explain_function(model):
-    # Eager calls run whole kernels here; only JAX compiles each operation.
-    return functools.partial(model.policy_forward, training=False)
 
 
 def predict_step(model, data):

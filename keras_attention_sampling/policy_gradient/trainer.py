@@ -2,6 +2,7 @@
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import inspect
 
@@ -472,7 +473,14 @@ class PolicyGradientMixin:
             # The first call builds the model, which a compiled program cannot.
             return self.policy_forward(inputs, training=False)
         if getattr(self, "explain_function", None) is None:
-            self.explain_function = _backend_trainer().explain_function(self)
+            # Eager TensorFlow and torch run whole kernels; only JAX compiles
+            # each operation apart, so only it brings a compiled pass.
+            make = getattr(_backend_trainer(), "explain_function", None)
+            self.explain_function = (
+                make(self)
+                if make
+                else functools.partial(self.policy_forward, training=False)
+            )
         return self.explain_function(inputs)
 
     def predict_step(self, *args):
