@@ -347,23 +347,21 @@ def test_the_pools_old_temperature_keyword_still_works():
             pool(logit_scale=-1.0)
 
 
-def test_default_logit_scale_caps_the_confidence_at_0_95():
-    for classes in (4, 10, 100, 1000):
+def test_default_logit_scale_caps_the_confidence_at_0_995():
+    for classes in (2, 3, 4, 10, 100, 1000):
         scale = kas.default_logit_scale(classes)
         # The most confident unit vector for class 0 leads every other class
         # equally; no other unit vector does better.
         best = np.full(classes, -1.0 / classes)
         best[0] += 1.0
         best /= np.linalg.norm(best)
-        assert np.isclose(_softmax(scale * best)[0], 0.95, atol=1e-9)
+        assert np.isclose(_softmax(scale * best)[0], 0.995, atol=1e-9)
         others = np.random.default_rng(classes).normal(size=(2000, classes))
         others[:, 0] += 3.0
         others /= np.linalg.norm(others, axis=1, keepdims=True)
-        assert _softmax(scale * others)[:, 0].max() < 0.95
-    # Up to three classes the reference notebook's 3 (whose cap is 0.95 for
-    # three classes, 0.99 for two) is kept.
-    assert [kas.default_logit_scale(k) for k in (1, 2, 3)] == [3.0, 3.0, 3.0]
-    assert kas.default_logit_scale(4) > 3.0
+        assert _softmax(scale * others)[:, 0].max() < 0.995
+    # One class is always predicted with certainty; the scale stays positive.
+    assert kas.default_logit_scale(1) == 3.0
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="default_logit_scale: num_classes"):
             kas.default_logit_scale(bad)
@@ -372,11 +370,12 @@ def test_default_logit_scale_caps_the_confidence_at_0_95():
 def test_model_logit_scale_default_follows_the_classes_and_saves_its_value():
     model = kas.AttentionSamplingModel(10)
     assert model.logit_scale == kas.default_logit_scale(10) == model.pool.logit_scale
-    assert kas.AttentionSamplingModel(3).logit_scale == 3.0
+    assert kas.AttentionSamplingModel(3).logit_scale == kas.default_logit_scale(3)
     assert kas.AttentionSamplingModel(10, logit_scale=3.0).logit_scale == 3.0
-    # The value, not `None`, is saved: a model saved when the default was 3
-    # for every number of classes loads with 3, and one saved now keeps its
-    # scale if the rule changes again.
+    # The value, not `None`, is saved: a model saved under an earlier rule
+    # (3 for every number of classes until 2026-12-04, a cap of 0.95 until
+    # 2026-12-07) loads with its scale, and one saved now keeps its scale if
+    # the rule changes again.
     config = model.get_config()
     assert config["logit_scale"] == kas.default_logit_scale(10)
     config["logit_scale"] = 3.0

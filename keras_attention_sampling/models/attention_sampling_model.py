@@ -94,11 +94,11 @@ class AttentionSamplingModel(PolicyGradientMixin, keras.Model):
         logit_scale: factor of the pooled unit-norm logits (release 0.1
             called it `temperature`, which is still accepted). It caps the
             confidence, the more so the more classes. `None` (the default)
-            is `kas.default_logit_scale(num_classes)`: the reference
-            notebook's 3 up to three classes, and beyond that the scale
-            whose cap is the same 0.95 (4.88 for ten classes, where 3 caps
-            every prediction at 0.72; see docs/benchmarks.md, The logit
-            scale).
+            is `kas.default_logit_scale(num_classes)`, the scale whose cap
+            is 0.995: 4.89 for three classes, 7.11 for ten (the reference
+            notebook's 3 caps three classes at 0.95 and ten at 0.72; see
+            docs/benchmarks.md, The logit scale). The value is saved, so a
+            model keeps its scale when the rule changes.
         attention_gradient: with REINFORCE, let the classification loss reach
             the attention through the pool weights too (off in the reference
             notebook). The expectation estimator always does.
