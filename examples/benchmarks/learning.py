@@ -48,8 +48,11 @@ estimator's entropy weight became 0, i.e. with 0.05), and
 `defaults + logit scale 10`, `defaults + logit scale 7` and
 `defaults + logit scale 3` (the package defaults with `logit_scale=10`, 7
 or 3, for the 10 classes of the digits task: the package default for them
-is `kas.default_logit_scale(10)`, 4.88, since 2026-12-04, and was 3 until
-then). Every variant that starts from the
+is `kas.default_logit_scale(10)`, 7.11 since 2026-12-07, 4.88 from
+2026-12-04, and 3 until then). The package default for the three classes
+of the other tasks is 4.89 since 2026-12-07 and was 3 until then, so their
+`package defaults` records before that day are at 3, as are those of
+`defaults + logit scale 3`. Every variant that starts from the
 reference notebook's settings has its logit scale, 3.
 
 Then the parts of the autoregressive issue on top of the package defaults,
@@ -80,7 +83,8 @@ for the feature network and the pool (`defaults + feature lr 3e-3`), for
 the attention network (`defaults + attention lr 3e-3`, `beta_1=0.9` as the
 default attention optimiser has it) or both (`defaults + lr 3e-3`);
 `defaults + without replacement` (`replace=False`) and
-`defaults + logit scale 5` (three classes' default is 3);
+`defaults + logit scale 5` (three classes' default was 3, and is 4.89
+since 2026-12-07);
 `defaults + entropy 0.01` (the expectation estimator's default is 0),
 `defaults + mixing 0.1` (`AttentionMap(uniform_mixing=0.1)`), and
 `defaults + entropy 0.01 fading` and `defaults + entropy 0.05 fading` (the
@@ -175,8 +179,9 @@ VARIANTS = {
     # The package defaults with one model argument changed: the reference
     # notebook's logit scale 3 was chosen for 3 classes; Megapixel MNIST (10)
     # learned far better with 10 (docs/benchmarks.md). Since 2026-12-04 the
-    # default grows with the classes (4.88 for 10), so `... 3` is the
-    # package defaults for 10 classes until then.
+    # default grows with the classes (4.88 for 10, 7.11 since 2026-12-07),
+    # so `... 3` is the package defaults for 10 classes until 2026-12-04,
+    # and for 3 classes until 2026-12-07.
     "defaults + logit scale 10": {"defaults": {"logit_scale": 10.0}},
     # Between the two: 4.88 missed Megapixel MNIST's 90% at 10 patches on
     # one machine, 10 met it, and 10 was behind 4.88 on the digits (on
@@ -271,8 +276,9 @@ VARIANTS = {
     },
     # Two more ways the same misses might close: draws without replacement
     # (which lifted Megapixel MNIST at 10 patches) and a logit scale above
-    # the 3 that `kas.default_logit_scale` gives three classes (the
-    # prediction's cap rises from 0.95 to 0.996, and its gradient with it).
+    # the 3 that `kas.default_logit_scale` gave three classes until
+    # 2026-12-07 (the prediction's cap rises from 0.95 to 0.996, and its
+    # gradient with it).
     "defaults + without replacement": {"defaults": {"replace": False}},
     "defaults + logit scale 5": {"defaults": {"logit_scale": 5.0}},
     # On the seeds those miss, the map had narrowed onto cells off the class
