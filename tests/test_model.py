@@ -194,7 +194,8 @@ def test_explain_returns_every_piece(data):
     weights = explanation["sampled_attention"] / explanation["sampled_attention"].sum(
         1, keepdims=True
     )
-    logits = model.logit_scale * (weights[..., None] * explanation["patch_logits"]).sum(1)
+    pooled = (weights[..., None] * explanation["patch_logits"]).sum(1)
+    logits = model.logit_scale * pooled
     expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     np.testing.assert_allclose(
         explanation["probabilities"], expected, rtol=1e-4, atol=1e-6
