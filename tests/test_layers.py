@@ -174,6 +174,23 @@ def test_normalized_feature_is_safe_at_zero():
     assert np.all(np.isfinite(out))
 
 
+def test_normalized_feature_norm_below_one_only_near_zero():
+    # The documented norm r / sqrt(r**2 + epsilon): exactly the layer's
+    # output for a Dense output of norm r, zero at zero.
+    layer = kas.NormalizedFeature(3, backbone=keras.layers.GlobalMaxPooling2D())
+    layer.build((1, 5, 4, 4, 3))
+    layer.dense.set_weights([np.eye(3, dtype="float32"), np.zeros(3, "float32")])
+    radii = np.array([0.0, 1e-7, 1e-6, 1e-3, 1.0], "float32")
+    direction = np.array([0.48, 0.6, 0.64], "float32")  # unit norm
+    patches = np.broadcast_to(
+        (radii[:, None] * direction)[None, :, None, None, :], (1, 5, 4, 4, 3)
+    )
+    norms = np.linalg.norm(ops.convert_to_numpy(layer(patches))[0], axis=-1)
+    expected = radii / np.sqrt(radii.astype("float64") ** 2 + layer.epsilon)
+    np.testing.assert_allclose(norms, expected, rtol=1e-4, atol=1e-7)
+    assert norms[0] == 0.0 and abs(norms[3] - 1.0) < 1e-6
+
+
 def test_normalized_feature_with_keras_applications_backbone(rng):
     backbone = keras.applications.MobileNetV3Small(
         input_shape=(32, 32, 3),
