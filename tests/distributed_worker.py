@@ -19,7 +19,8 @@ Modes (the backend comes from KERAS_BACKEND):
   replicas).
 - `checkpoint`: trains data-parallel with a `.keras` checkpoint, then loads
   it on one device and data-parallel, trains on, and compares top-k
-  predictions.
+  predictions, and those of `explain` under the distribution and on one
+  device.
 - `worker`: one of two processes on 127.0.0.1 (JAX: `jax.distributed`; TF:
   `TF_CONFIG` and `MultiWorkerMirroredStrategy`) training one step together
   on the global batch; `single`: the same step in one process on one device.
@@ -269,13 +270,22 @@ def checkpoint():
             callbacks=[keras.callbacks.ModelCheckpoint(path)],
         )
         trained = model.predict(x, verbose=0)
-    results = {}
+        # `explain` under the distribution (on JAX its own compiled program)
+        # gives the prediction `predict` gives.
+        explained = model.explain(x, batch_size=4)
+    results = {
+        "explain_difference": float(np.abs(explained["probabilities"] - trained).max()),
+        "explain_attention_sums": np.sum(explained["attention"], axis=(1, 2)).tolist(),
+    }
     with single_scope():
         loaded = keras.models.load_model(path)
         results["single_difference"] = float(
             np.abs(loaded.predict(x, verbose=0) - trained).max()
         )
         results["single_iterations"] = steps(loaded)
+        results["single_explain_difference"] = float(
+            np.abs(loaded.explain(x, batch_size=4)["probabilities"] - trained).max()
+        )
         loaded.fit(x, y, batch_size=8, epochs=1, verbose=0)
         results["single_resumed_iterations"] = steps(loaded)
     with strategy_scope():

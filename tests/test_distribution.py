@@ -78,8 +78,13 @@ def test_replicas_draw_independent_cells(tmp_path):
 
 @parallel
 def test_a_data_parallel_checkpoint_resumes_on_one_device_and_in_parallel(tmp_path):
+    # Also: `explain` of the data-parallel model, and of the one loaded on one
+    # device, predicts what `predict` does.
     result = run("checkpoint", tmp_path)
     assert result["single_difference"] < 1e-5  # same top-k predictions
+    assert result["explain_difference"] < 1e-5
+    assert result["single_explain_difference"] < 1e-5
+    np.testing.assert_allclose(result["explain_attention_sums"], 1.0, rtol=1e-5)
     assert result["single_iterations"] == 1
     assert result["single_resumed_iterations"] == 2
     assert result["parallel_resumed_iterations"] == 2
