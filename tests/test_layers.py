@@ -166,17 +166,9 @@ def test_normalized_feature_custom_backbone_round_trips(tmp_path, rng):
     )
 
 
-def test_normalized_feature_is_safe_at_zero():
-    layer = kas.NormalizedFeature(3)
-    layer.build((1, 1, 4, 4, 1))
-    layer.dense.set_weights([np.zeros_like(w) for w in layer.dense.get_weights()])
-    out = ops.convert_to_numpy(layer(np.zeros((1, 1, 4, 4, 1), "float32")))
-    assert np.all(np.isfinite(out))
-
-
-def test_normalized_feature_norm_below_one_only_near_zero():
+def test_normalized_feature_is_safe_at_zero_and_below_one_only_near_zero():
     # The documented norm r / sqrt(r**2 + epsilon): exactly the layer's
-    # output for a Dense output of norm r, zero at zero.
+    # output for a Dense output of norm r, finite and zero at zero.
     layer = kas.NormalizedFeature(3, backbone=keras.layers.GlobalMaxPooling2D())
     layer.build((1, 5, 4, 4, 3))
     layer.dense.set_weights([np.eye(3, dtype="float32"), np.zeros(3, "float32")])
@@ -185,7 +177,9 @@ def test_normalized_feature_norm_below_one_only_near_zero():
     patches = np.broadcast_to(
         (radii[:, None] * direction)[None, :, None, None, :], (1, 5, 4, 4, 3)
     )
-    norms = np.linalg.norm(ops.convert_to_numpy(layer(patches))[0], axis=-1)
+    out = ops.convert_to_numpy(layer(patches))
+    assert np.all(np.isfinite(out))
+    norms = np.linalg.norm(out[0], axis=-1)
     expected = radii / np.sqrt(radii.astype("float64") ** 2 + layer.epsilon)
     np.testing.assert_allclose(norms, expected, rtol=1e-4, atol=1e-7)
     assert norms[0] == 0.0 and abs(norms[3] - 1.0) < 1e-6
