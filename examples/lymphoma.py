@@ -40,10 +40,11 @@ from keras_attention_sampling import datasets, visualize  # noqa: E402
 
 CLASSES = ["CLL", "FL", "MCL"]
 # Every setting of a run and its flag: the reference notebook's value, then
-# the --quick one (about eight minutes on 2 CPU cores, 16 s an epoch:
-# half-size images with cells drawn at half size, so a 25 px patch sees what a
-# 50 px one sees at full size, and fewer images; the full 30 epochs, since
-# after 20 seed 0 was still learning: 85.2% on one CPU, 74.1% on an AVX2-only
+# the --quick one (2.5 to 4 minutes of training on a 2-core AMD EPYC, 5 to
+# 8 s an epoch by backend, TensorFlow fastest and JAX slowest: half-size
+# images with cells drawn at half size, so a 25 px patch sees what a 50 px
+# one sees at full size, and fewer images; the full 30 epochs, since after
+# 20 seed 0 was still learning: 85.2% on one CPU, 74.1% on an AVX2-only
 # one, where 30 gave 100%).
 SETTINGS = {
     "image_size": ((1040, 1388), (260, 347)),
